@@ -1,0 +1,6 @@
+/**
+ * effect-queue-manager: per-user concurrency limits for Effect programs.
+ *
+ * @since 0.1.0
+ */
+export * as QueueManager from "./QueueManager.js"
