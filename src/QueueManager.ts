@@ -24,7 +24,7 @@ import { limitFromEnv } from "./internal/config.js"
 import type { QueueFull } from "./internal/errors.js"
 import * as internal from "./internal/queueManager.js"
 
-export { QueueFull } from "./internal/errors.js"
+export { QueueFull, RefusalReason } from "./internal/errors.js"
 
 /**
  * Who a slot belongs to: a Telegram chat id (negative for groups), a tenant name, an IP.

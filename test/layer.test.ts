@@ -51,8 +51,9 @@ describe("the singleton is the layer provided once", () => {
           activeUsers: Effect.succeed(1),
           tryAcquire: (userId) => Effect.sync(() => asked.push(userId)).pipe(Effect.as(false)),
           release: () => Effect.void,
-          slot: (userId) => Effect.fail(new QueueManager.QueueFull({ userId, active: 1, limit: 1 })),
-          withSlot: (userId) => () => Effect.fail(new QueueManager.QueueFull({ userId, active: 1, limit: 1 })),
+          slot: (userId) => Effect.fail(new QueueManager.QueueFull({ userId, reason: "user", active: 1, limit: 1 })),
+          withSlot: (userId) => () =>
+            Effect.fail(new QueueManager.QueueFull({ userId, reason: "user", active: 1, limit: 1 })),
           snapshot: Effect.succeed(HashMap.make([1, 1]))
         })
       )

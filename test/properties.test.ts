@@ -78,7 +78,7 @@ describe("properties", () => {
             (acquired): Effect.Effect<A, E | QueueManager.QueueFull, R> =>
               acquired
                 ? Effect.zipLeft(body, q.release(userId))
-                : Effect.fail(new QueueManager.QueueFull({ userId, active: 0, limit: 0 }))
+                : Effect.fail(new QueueManager.QueueFull({ userId, reason: "user", active: 0, limit: 0 }))
           )
       const result = yield* Effect.promise(() =>
         FastCheck.check(

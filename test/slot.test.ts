@@ -68,7 +68,7 @@ describe.each(guards)("%s", (_name, guard) => {
       yield* holdOne(q, -100)
       let ran = false
       const error = yield* guard(q, -100)(Effect.sync(() => (ran = true))).pipe(Effect.flip)
-      expect(error).toEqual(new QueueManager.QueueFull({ userId: -100, active: 1, limit: 1 }))
+      expect(error).toEqual(new QueueManager.QueueFull({ userId: -100, reason: "user", active: 1, limit: 1 }))
       expect(error.message).toBe("user -100 already holds 1 of 1 slots")
       expect(ran).toBe(false)
       expect(yield* q.activeCount(-100)).toBe(1)

@@ -1,22 +1,48 @@
 import { Schema } from "effect"
 
 /**
- * A slot was refused because the user already holds as many slots as its limit allows.
- * Carries what a reply needs: whose request it was, how many slots it holds, the limit.
+ * Why a request was refused: `"user"` — the user holds as many slots as its limit allows;
+ * `"global"` — `maxTotal` slots are in flight across all users; `"waiting"` — the user
+ * already has `maxWaitingPerUser` requests waiting.
+ *
+ * @since 0.1.0
+ */
+export const RefusalReason = Schema.Literal("user", "global", "waiting")
+
+/**
+ * @since 0.1.0
+ */
+export type RefusalReason = typeof RefusalReason.Type
+
+/**
+ * A request was refused. Carries what a reply needs: whose request it was, why, and the
+ * numbers of the limit that refused it — `active` is what that limit counts (the user's
+ * slots for `"user"`, all slots for `"global"`, the user's waiting requests for `"waiting"`)
+ * and `limit` its bound.
  *
  * @example
  * ```ts
  * Effect.catchTag("QueueFull", (e) =>
- *   reply(`Please wait! You already have ${e.active} videos processing. Try again in a moment.`))
+ *   e.reason === "user"
+ *     ? reply(`Please wait! You already have ${e.active} videos processing. Try again in a moment.`)
+ *     : reply("The bot is busy. Try again in a moment."))
  * ```
  * @since 0.1.0
  */
 export class QueueFull extends Schema.TaggedError<QueueFull>()("QueueFull", {
   userId: Schema.Union(Schema.Number, Schema.String),
+  reason: RefusalReason,
   active: Schema.Number,
   limit: Schema.Number
 }) {
   override get message(): string {
-    return `user ${this.userId} already holds ${this.active} of ${this.limit} slots`
+    switch (this.reason) {
+      case "user":
+        return `user ${this.userId} already holds ${this.active} of ${this.limit} slots`
+      case "global":
+        return `all ${this.limit} slots are in use (request of user ${this.userId})`
+      case "waiting":
+        return `user ${this.userId} already has ${this.active} of ${this.limit} requests waiting`
+    }
   }
 }

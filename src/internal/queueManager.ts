@@ -24,7 +24,7 @@ export const make = (options: Options): Effect.Effect<Service, ConfigError.Confi
 
     const take = (userId: UserId, options: SlotOptions | undefined) =>
       Effect.flatMap(acquire(userId, options), ({ acquired, active }) =>
-        acquired ? Effect.void : Effect.fail(new QueueFull({ userId, active, limit }))
+        acquired ? Effect.void : Effect.fail(new QueueFull({ userId, reason: "user", active, limit }))
       )
 
     const release = (userId: UserId) =>
