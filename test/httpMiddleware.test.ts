@@ -1,0 +1,301 @@
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import type { HttpApp } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Data, Deferred, Effect, Fiber, HashMap, Option, Queue, Stream } from "effect"
+import { createServer } from "node:http"
+import type { Server } from "node:http"
+import * as QueueHttp from "../src/HttpMiddleware.js"
+import { QueueManager } from "../src/index.js"
+import { eventually } from "./eventually.js"
+
+type Middleware = ReturnType<typeof QueueHttp.make<never, never>>
+
+/** Where the middleware is applied: on the one route, on the router, or as the server's middleware. */
+type Placement = "route" | "router" | "server"
+
+interface Served {
+  readonly url: string
+  readonly node: Server
+}
+
+/** Serves `handler` at `/work` on a real Node server on a free loopback port, guarded by `middleware`. */
+const serve = <E, R>(
+  handler: HttpApp.Default<E, R>,
+  middleware: Middleware,
+  placement: Placement = "route",
+  plainApp = false
+) =>
+  Effect.gen(function* () {
+    const node = createServer()
+    const server = yield* NodeHttpServer.make(() => node, { port: 0, host: "127.0.0.1" })
+    // a failed test may leave a request open: drop every connection before the server closes
+    yield* Effect.addFinalizer(() => Effect.sync(() => node.closeAllConnections()))
+    const guarded = placement === "route" ? middleware(handler) : handler
+    const router = HttpRouter.empty.pipe(HttpRouter.get("/work", guarded))
+    const app = plainApp ? guarded : placement === "router" ? router.pipe(HttpRouter.use(middleware)) : router
+    yield* placement === "server" ? server.serve(app, middleware) : server.serve(app)
+    const address = server.address
+    if (address._tag !== "TcpAddress") return yield* Effect.die("expected a TCP address")
+    return { url: `http://127.0.0.1:${address.port}/work`, node } satisfies Served
+  })
+
+const userHeader = QueueHttp.make({ userKey: QueueHttp.fromHeader("x-user-id") })
+
+const headersOf = (userId: string | undefined): Record<string, string> =>
+  userId === undefined ? {} : { "x-user-id": userId }
+
+/** Sends a request as `userId` and reads the whole answer. */
+const get = (url: string, userId?: string) =>
+  Effect.promise(async () => {
+    const response = await fetch(url, { headers: headersOf(userId) })
+    return { status: response.status, type: response.headers.get("content-type"), body: await response.text() }
+  })
+
+/** A handler that reports who entered it on `entered`, then waits for `gate`. */
+const gatedHandler = (entered: Queue.Queue<string>, gate: Deferred.Deferred<void>) =>
+  Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    yield* Queue.offer(entered, request.headers["x-user-id"] ?? "(none)")
+    yield* Deferred.await(gate)
+    return HttpServerResponse.text("done")
+  })
+
+/** A gate opened when the test's scope closes at the latest, so a failing test still lets its requests end. */
+const makeGate = Effect.acquireRelease(Deferred.make<void>(), (gate) => Deferred.succeed(gate, undefined))
+
+const counts = Effect.flatMap(QueueManager.QueueManager, (queue) =>
+  Effect.map(queue.snapshot, (snapshot) => Object.fromEntries(HashMap.toEntries(snapshot)))
+)
+
+const allReleased = eventually("every slot released", counts, (now) => Object.keys(now).length === 0)
+
+const provide = (maxUserQueue: number) => Effect.provide(QueueManager.layer({ maxUserQueue }))
+
+describe("HttpMiddleware over a real Node server", () => {
+  it.scopedLive("refuses requests over the limit with 429 and a JSON body; other users are unaffected", () =>
+    Effect.gen(function* () {
+      const entered = yield* Queue.unbounded<string>()
+      const gate = yield* makeGate
+      const { url } = yield* serve(gatedHandler(entered, gate), userHeader)
+
+      const inFlight = yield* Effect.forEach(["alice", "alice", "bob"], (user) => Effect.fork(get(url, user)))
+      expect(Array.from(yield* Queue.takeBetween(entered, 3, 3)).sort()).toEqual(["alice", "alice", "bob"])
+      expect(yield* counts).toEqual({ alice: 2, bob: 1 })
+
+      const refused = yield* get(url, "alice")
+      expect(refused.status).toBe(429)
+      expect(refused.type).toMatch(/^application\/json/)
+      expect(JSON.parse(refused.body)).toEqual({
+        error: "QueueFull",
+        userId: "alice",
+        reason: "user",
+        active: 2,
+        limit: 2,
+        message: "user alice already holds 2 of 2 slots"
+      })
+      expect(yield* Queue.size(entered)).toBe(0)
+
+      yield* Deferred.succeed(gate, undefined)
+      const answers = yield* Fiber.joinAll(inFlight)
+      expect(answers.map((a) => [a.status, a.body])).toEqual([
+        [200, "done"],
+        [200, "done"],
+        [200, "done"]
+      ])
+      yield* allReleased
+      expect((yield* get(url, "alice")).status).toBe(200)
+    }).pipe(provide(2))
+  )
+
+  describe.each<Placement>(["route", "router", "server"])("applied to the %s", (placement) => {
+    it.scopedLive("holds the slot until a streaming body has been written", () =>
+      Effect.gen(function* () {
+        const gate = yield* makeGate
+        const body = Stream.concat(
+          Stream.make("first;"),
+          Stream.fromEffect(Effect.as(Deferred.await(gate), "last"))
+        ).pipe(Stream.encodeText)
+        const { url } = yield* serve(Effect.succeed(HttpServerResponse.stream(body)), userHeader, placement)
+
+        const response = yield* Effect.promise(() => fetch(url, { headers: headersOf("alice") }))
+        const reader = response.body!.getReader()
+        const decoder = new TextDecoder()
+        const first = yield* Effect.promise(() => reader.read())
+        expect(decoder.decode(first.value)).toBe("first;")
+        // the handler has returned its response; the body is still being written
+        expect(yield* counts).toEqual({ alice: 1 })
+        expect((yield* get(url, "alice")).status).toBe(429)
+
+        yield* Deferred.succeed(gate, undefined)
+        const rest = yield* Effect.promise(() => reader.read())
+        expect(decoder.decode(rest.value)).toBe("last")
+        expect((yield* Effect.promise(() => reader.read())).done).toBe(true)
+        yield* allReleased
+      }).pipe(provide(1))
+    )
+  })
+
+  it.scopedLive("a client that disconnects releases its slot: the server interrupts the route's handler", () =>
+    Effect.gen(function* () {
+      const entered = yield* Queue.unbounded<string>()
+      const interrupted = yield* Deferred.make<void>()
+      const handler = Effect.zipRight(
+        Queue.offer(entered, "alice"),
+        Effect.onInterrupt(Effect.never, () => Deferred.succeed(interrupted, undefined))
+      )
+      const { url } = yield* serve(handler, userHeader)
+
+      const abort = new AbortController()
+      const request = fetch(url, { headers: headersOf("alice"), signal: abort.signal }).catch((e: Error) => e.name)
+      yield* Queue.take(entered)
+      expect(yield* counts).toEqual({ alice: 1 })
+      abort.abort()
+      expect(yield* Effect.promise(() => request)).toBe("AbortError")
+      yield* Deferred.await(interrupted)
+      yield* allReleased
+    }).pipe(provide(1))
+  )
+
+  it.scopedLive.each<Placement>(["route", "server"])(
+    "a client that disconnects from an uninterruptible app (middleware on the %s): the slot is held while the handler runs, released when it ends",
+    (placement) =>
+      Effect.gen(function* () {
+        const entered = yield* Queue.unbounded<string>()
+        const gate = yield* makeGate
+        const { url, node } = yield* serve(gatedHandler(entered, gate), userHeader, placement, true)
+        const closedOnServer = yield* Deferred.make<void>()
+        node.on("request", (_request, response) =>
+          response.on("close", () => Deferred.unsafeDone(closedOnServer, Effect.void))
+        )
+
+        const abort = new AbortController()
+        const request = fetch(url, { headers: headersOf("alice"), signal: abort.signal }).catch((e: Error) => e.name)
+        yield* Queue.take(entered)
+        abort.abort()
+        expect(yield* Effect.promise(() => request)).toBe("AbortError")
+        yield* Deferred.await(closedOnServer)
+        // the platform runs a plain app to its end: its work still counts
+        expect(yield* counts).toEqual({ alice: 1 })
+        expect((yield* get(url, "alice")).status).toBe(429)
+
+        yield* Deferred.succeed(gate, undefined)
+        yield* allReleased
+      }).pipe(provide(1))
+  )
+
+  describe("requests without a user key", () => {
+    it.scopedLive("are refused with 400 by default, naming what was wrong; the handler never runs", () =>
+      Effect.gen(function* () {
+        const entered = yield* Queue.unbounded<string>()
+        const gate = yield* makeGate
+        yield* Deferred.succeed(gate, undefined)
+        const { url } = yield* serve(gatedHandler(entered, gate), userHeader)
+
+        const missing = yield* get(url)
+        expect(missing.status).toBe(400)
+        expect(JSON.parse(missing.body)).toEqual({
+          error: "MissingUserKey",
+          detail: "no key given",
+          message: "no valid user key: no key given"
+        })
+        const empty = yield* get(url, "")
+        expect(empty.status).toBe(400)
+        expect(JSON.parse(empty.body).detail).toBe('QueueManager: invalid userId "": a string id must not be empty')
+        expect(yield* Queue.size(entered)).toBe(0)
+      }).pipe(provide(1))
+    )
+
+    it.scopedLive("run without a slot under onMissingKey: allow", () =>
+      Effect.gen(function* () {
+        const entered = yield* Queue.unbounded<string>()
+        const gate = yield* makeGate
+        const allow = QueueHttp.make({ userKey: QueueHttp.fromHeader("x-user-id"), onMissingKey: "allow" })
+        const { url } = yield* serve(gatedHandler(entered, gate), allow)
+
+        const inFlight = yield* Effect.forEach([1, 2, 3], () => Effect.fork(get(url)))
+        yield* Queue.takeBetween(entered, 3, 3)
+        expect(yield* counts).toEqual({})
+        yield* Deferred.succeed(gate, undefined)
+        expect((yield* Fiber.joinAll(inFlight)).map((a) => a.status)).toEqual([200, 200, 200])
+      }).pipe(provide(1))
+    )
+
+    it.scopedLive("share one allowance under onMissingKey: { shared }", () =>
+      Effect.gen(function* () {
+        const entered = yield* Queue.unbounded<string>()
+        const gate = yield* makeGate
+        const shared = QueueHttp.make({
+          userKey: QueueHttp.fromHeader("x-user-id"),
+          onMissingKey: { shared: "anonymous" }
+        })
+        const { url } = yield* serve(gatedHandler(entered, gate), shared)
+
+        const first = yield* Effect.fork(get(url))
+        yield* Queue.take(entered)
+        expect(yield* counts).toEqual({ anonymous: 1 })
+        const second = yield* get(url)
+        expect(second.status).toBe(429)
+        expect(JSON.parse(second.body)).toMatchObject({ userId: "anonymous", limit: 1 })
+        yield* Deferred.succeed(gate, undefined)
+        expect((yield* Fiber.join(first)).status).toBe(200)
+        yield* allReleased
+      }).pipe(provide(1))
+    )
+  })
+
+  it.scopedLive("answers with a custom response, and takes the key from an Effect", () =>
+    Effect.gen(function* () {
+      const entered = yield* Queue.unbounded<string>()
+      const gate = yield* makeGate
+      class Unauthorized extends Data.TaggedError("Unauthorized") {}
+      const custom = QueueHttp.make({
+        // a numeric account id from a "token"; a token of "bad" fails authentication
+        userKey: (request) => {
+          const token = request.headers["x-user-id"]
+          return token === "bad" ? Effect.fail(new Unauthorized()) : Effect.succeed(Option.some(Number(token)))
+        },
+        onRefused: (refusal) =>
+          Effect.succeed(
+            HttpServerResponse.text(
+              refusal._tag === "QueueFull"
+                ? `busy: ${refusal.active}/${refusal.limit}`
+                : `who are you? ${refusal.detail}`,
+              { status: 503 }
+            )
+          )
+      })
+      const handler = gatedHandler(entered, gate)
+      const { url } = yield* serve(handler, ((self) =>
+        custom(self).pipe(
+          Effect.catchTag("Unauthorized", () => Effect.succeed(HttpServerResponse.empty({ status: 401 })))
+        )) as Middleware)
+
+      const first = yield* Effect.fork(get(url, "7"))
+      yield* Queue.take(entered)
+      expect(yield* counts).toEqual({ 7: 1 })
+      expect(yield* get(url, "7")).toMatchObject({ status: 503, body: "busy: 1/1" })
+      expect(yield* get(url, "x")).toMatchObject({
+        status: 503,
+        body: "who are you? QueueManager: invalid userId NaN: a number id must be a safe integer"
+      })
+      expect((yield* get(url, "bad")).status).toBe(401)
+      yield* Deferred.succeed(gate, undefined)
+      expect((yield* Fiber.join(first)).status).toBe(200)
+      yield* allReleased
+    }).pipe(provide(1))
+  )
+
+  it("rejects invalid options, naming the option and the value", () => {
+    const make = QueueHttp.make as (options: unknown) => unknown
+    expect(() => make({ userKey: "x-user-id" })).toThrow(
+      'effect-queue-manager/HttpMiddleware: userKey must be a function, got "x-user-id"'
+    )
+    expect(() => make(undefined)).toThrow("options must be an object, got undefined")
+    expect(() => make({ userKey: () => 1, onMissingKey: "deny" })).toThrow(
+      'onMissingKey must be "allow", "reject" or { shared: <a valid user id> }, got "deny"'
+    )
+    expect(() => make({ userKey: () => 1, onMissingKey: { shared: "" } })).toThrow('got {"shared":""}')
+    expect(() => make({ userKey: () => 1, onRefused: 429 })).toThrow("onRefused must be a function, got 429")
+  })
+})
