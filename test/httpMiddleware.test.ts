@@ -8,6 +8,7 @@ import type { Server } from "node:http"
 import * as QueueHttp from "../src/HttpMiddleware.js"
 import { QueueManager } from "../src/index.js"
 import { eventually } from "./eventually.js"
+import { runExample } from "./exampleProcess.js"
 
 type Middleware = ReturnType<typeof QueueHttp.make<never, never>>
 
@@ -298,4 +299,34 @@ describe("HttpMiddleware over a real Node server", () => {
     expect(() => make({ userKey: () => 1, onMissingKey: { shared: "" } })).toThrow('got {"shared":""}')
     expect(() => make({ userKey: () => 1, onRefused: 429 })).toThrow("onRefused must be a function, got 429")
   })
+})
+
+describe("the example server (npm run example:http)", () => {
+  it.scopedLive("limits downloads per x-user-id, reports the state on /stats, and frees a slot on disconnect", () =>
+    Effect.gen(function* () {
+      const example = yield* runExample("examples/http-server.ts", { PORT: "0", MAX_USER_QUEUE_SIZE: "1" })
+      const [, base] = yield* example.waitFor(/Listening on (http:\/\/127\.0\.0\.1:\d+)/)
+      const stats = Effect.promise(() =>
+        fetch(`${base}/stats`).then((r) => r.json() as Promise<{ activeUsers: number }>)
+      )
+
+      const abort = new AbortController()
+      const download = yield* Effect.promise(() =>
+        fetch(`${base}/download/a.mp4`, { headers: headersOf("alice"), signal: abort.signal })
+      )
+      const reader = download.body!.getReader()
+      const first = yield* Effect.promise(() => reader.read())
+      expect(new TextDecoder().decode(first.value)).toBe("a.mp4: 10%\n")
+      expect(yield* stats).toEqual({ maxUserQueue: 1, activeUsers: 1, users: { alice: 1 } })
+
+      const refused = yield* get(`${base}/download/b.mp4`, "alice")
+      expect(refused.status).toBe(429)
+      expect(JSON.parse(refused.body)).toMatchObject({ error: "QueueFull", reason: "user", active: 1, limit: 1 })
+      expect((yield* get(`${base}/download/b.mp4`)).status).toBe(400)
+
+      abort.abort()
+      yield* eventually("the example released alice's slot", stats, (s) => s.activeUsers === 0)
+      expect(yield* stats).toEqual({ maxUserQueue: 1, activeUsers: 0, users: {} })
+    })
+  )
 })
