@@ -1,0 +1,185 @@
+/**
+ * Per-user limits for [grammY](https://grammy.dev) Telegram bots: a middleware that runs the
+ * rest of each update's handling inside a slot, the way the bot this library comes from did —
+ * the chat for messages (a group shares one allowance), the sender with bypass for inline
+ * queries and chosen inline results — and answers a refused message in a private chat with
+ * the seed's "Please wait! You already have {n} videos processing. Try again in a moment."
+ *
+ * Import it from its own entry point (it needs `grammy`, the core does not). Only grammY's
+ * types are imported here: the module has no runtime dependency on it.
+ *
+ * @example
+ * ```ts
+ * import { Bot } from "grammy"
+ * import { ManagedRuntime } from "effect"
+ * import { QueueManager } from "effect-queue-manager"
+ * import * as QueueGrammy from "effect-queue-manager/Grammy"
+ *
+ * const runtime = ManagedRuntime.make(QueueManager.layer({ maxUserQueue: 3 }))
+ * const bot = new Bot(token)
+ * bot.use(QueueGrammy.middleware(runtime))
+ * bot.on("message:text", download) // at most 3 downloads per chat at once
+ * ```
+ * @since 0.1.0
+ */
+import { Cause, Effect, Exit, ManagedRuntime, Option, Runtime } from "effect"
+import type { Context, MiddlewareFn } from "grammy"
+import { badOption, checkFunction, checkRule, decide } from "./internal/userKey.js"
+import type { MissingKeyRule, MissingUserKey, SlotRefusal } from "./internal/userKey.js"
+import { QueueManager } from "./index.js"
+
+export { MissingUserKey } from "./internal/userKey.js"
+export type { MissingKeyRule } from "./internal/userKey.js"
+
+/**
+ * Why an update was refused: the core's refusals of a slot (`QueueFull`) or
+ * {@link MissingUserKey} (no valid key under `onMissingKey: "reject"`).
+ *
+ * @since 0.1.0
+ */
+export type Refusal = SlotRefusal | MissingUserKey
+
+/**
+ * How the middleware finds the slot of an update and answers a refused one. Every field is
+ * optional; the defaults reproduce the original bot.
+ *
+ * @since 0.1.0
+ */
+export interface Options<C extends Context = Context> {
+  /** Whose slot an update takes. Default {@link defaultKey}. Nothing, or an invalid id, means "no key". */
+  readonly key?: ((ctx: C) => QueueManager.UserId | undefined) | undefined
+  /** Which updates skip the per-user check (still counted). Default {@link isInline}. */
+  readonly bypass?: ((ctx: C) => boolean) | undefined
+  /** Passed to every acquisition; `bypassUserLimit: true` here bypasses for every update. */
+  readonly slotOptions?: QueueManager.SlotOptions | undefined
+  /**
+   * Updates without a key (neither a chat nor a sender, e.g. poll updates). Default `"allow"`:
+   * they run without a slot. `"reject"` drops them (answered only where `replyWhen` says so).
+   */
+  readonly onMissingKey?: MissingKeyRule | undefined
+  /** The text answering a refused update. Default {@link defaultReplyText}. */
+  readonly replyText?: ((refusal: Refusal, ctx: C) => string) | undefined
+  /**
+   * Which refused updates get an answer (`ctx.reply`). Default {@link isPrivateChat}. Updates
+   * without a chat (inline queries, chosen inline results) are never answered.
+   */
+  readonly replyWhen?: ((ctx: C) => boolean) | undefined
+}
+
+/**
+ * The answer to a refusal, by kind: for a user at its limit the seed's text with `n` = the
+ * slots the user holds.
+ *
+ * @since 0.1.0
+ */
+export const defaultReplyText = (refusal: Refusal): string => {
+  switch (refusal._tag) {
+    case "QueueFull":
+      return refusal.reason === "user"
+        ? `Please wait! You already have ${refusal.active} videos processing. Try again in a moment.`
+        : "The bot is busy right now. Try again in a moment."
+    case "MissingUserKey":
+      return "Sorry, I cannot tell who sent this."
+  }
+}
+
+/**
+ * Inline queries and chosen inline results: the updates the original bot let through with
+ * bypass (they are counted, but never refused by the per-user limit).
+ *
+ * @since 0.1.0
+ */
+export const isInline = (ctx: Context): boolean => ctx.inlineQuery !== undefined || ctx.chosenInlineResult !== undefined
+
+/**
+ * The original bot's key: the sender for inline updates (they have no chat), otherwise the
+ * chat (negative for groups, so a group shares one allowance), or the sender when there is
+ * no chat (e.g. a callback query from an inline message).
+ *
+ * @since 0.1.0
+ */
+export const defaultKey = (ctx: Context): QueueManager.UserId | undefined =>
+  isInline(ctx) ? ctx.from?.id : (ctx.chat?.id ?? ctx.from?.id)
+
+/**
+ * Whether an update comes from a private chat: only those get a refusal reply by default, so
+ * a busy group is not flooded with "Please wait!".
+ *
+ * @since 0.1.0
+ */
+export const isPrivateChat = (ctx: Context): boolean => ctx.chat?.type === "private"
+
+const module = "effect-queue-manager/Grammy"
+
+/**
+ * The middleware, running on an Effect runtime the bot already has — a `ManagedRuntime`
+ * or a `Runtime` — that provides the `QueueManager`. The rest of the chain (`next()`) runs
+ * inside the update's slot, released when it settles however it settles; its errors reach
+ * grammY unchanged. A refused update does not call `next()`. Throws an
+ * `IllegalArgumentException` naming the option and the value when an option is invalid.
+ *
+ * The limit counts updates handled at the same time: with `bot.start()` grammY handles one
+ * update after the other, so use webhooks or a concurrent runner (`@grammyjs/runner`).
+ *
+ * @example
+ * ```ts
+ * bot.use(QueueGrammy.middleware(runtime, { replyWhen: () => true, key: (ctx) => ctx.from?.id }))
+ * ```
+ * @since 0.1.0
+ */
+export const middleware = <C extends Context = Context>(
+  runtime:
+    | Runtime.Runtime<QueueManager.QueueManager>
+    | ManagedRuntime.ManagedRuntime<QueueManager.QueueManager, unknown>,
+  options: Options<C> = {}
+): MiddlewareFn<C> => {
+  if (typeof options !== "object" || options === null) badOption(module, "options", "an object", options)
+  for (const name of ["key", "bypass", "replyText", "replyWhen"] as const) checkFunction(module, name, options[name])
+  const rule = checkRule(module, options.onMissingKey) ?? "allow"
+  const run: (effect: Effect.Effect<void, Refusal, QueueManager.QueueManager>) => Promise<Exit.Exit<void, Refusal>> =
+    ManagedRuntime.isManagedRuntime(runtime)
+      ? // a layer that fails to build rejects here, and grammY gets that error
+        (effect) => runtime.runtime().then((built) => Runtime.runPromiseExit(built)(effect))
+      : typeof runtime === "object" && runtime !== null && "context" in runtime && "fiberRefs" in runtime
+        ? Runtime.runPromiseExit(runtime)
+        : badOption(module, "runtime", "a Runtime or a ManagedRuntime", runtime)
+  const { key = defaultKey, bypass = isInline, replyText = defaultReplyText, replyWhen = isPrivateChat } = options
+  const alwaysBypass = options.slotOptions?.bypassUserLimit === true
+
+  return async (ctx, next) => {
+    const decision = decide(rule, key(ctx))
+    if (decision._tag === "Pass") return next()
+    const guarded: Effect.Effect<void, Refusal, QueueManager.QueueManager> =
+      decision._tag === "Refuse"
+        ? Effect.fail(decision.error)
+        : Effect.flatMap(QueueManager.QueueManager, (queue) =>
+            queue.withSlot(decision.userId, { ...options.slotOptions, bypassUserLimit: alwaysBypass || bypass(ctx) })(
+              Effect.promise(() => next())
+            )
+          )
+    const exit = await run(guarded)
+    if (Exit.isSuccess(exit)) return
+    const refusal = Cause.failureOption(exit.cause)
+    // a defect is an error of the rest of the chain (or an interruption): grammY gets it as it was
+    if (Option.isNone(refusal)) throw Cause.squash(exit.cause)
+    // an update without a chat (an inline query) has nowhere to be answered
+    if (ctx.chat !== undefined && replyWhen(ctx)) await ctx.reply(replyText(refusal.value, ctx))
+  }
+}
+
+/**
+ * The middleware on the runtime of the current Effect program, for bots set up inside one.
+ *
+ * @example
+ * ```ts
+ * const program = Effect.gen(function* () {
+ *   bot.use(yield* QueueGrammy.make())
+ *   ...
+ * }).pipe(Effect.provide(QueueManager.layerConfig()))
+ * ```
+ * @since 0.1.0
+ */
+export const make = <C extends Context = Context>(
+  options?: Options<C>
+): Effect.Effect<MiddlewareFn<C>, never, QueueManager.QueueManager> =>
+  Effect.map(Effect.runtime<QueueManager.QueueManager>(), (runtime) => middleware(runtime, options))
