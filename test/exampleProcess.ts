@@ -13,14 +13,15 @@ export interface Example {
 }
 
 /**
- * Runs `npx tsx <script>` with `env` added to this process's environment; the process gets
+ * Runs `node --import tsx <script>` (what `npm run example:*` runs, without the `npx` in between,
+ * so that signals reach the example itself) with `env` added to this process's environment; the process gets
  * SIGTERM when the scope closes, if it is still running.
  */
 export const runExample = (script: string, env: Record<string, string | undefined>) =>
   Effect.gen(function* () {
     const exit = yield* Deferred.make<number | null>()
     const child = yield* Effect.acquireRelease(
-      Effect.sync(() => spawn("npx", ["tsx", script], { env: { ...process.env, ...env } })),
+      Effect.sync(() => spawn(process.execPath, ["--import", "tsx", script], { env: { ...process.env, ...env } })),
       (child) =>
         Effect.zipRight(
           Effect.sync(() => child.exitCode === null && child.kill("SIGTERM")),

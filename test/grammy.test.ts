@@ -9,6 +9,7 @@ import * as QueueGrammy from "../src/Grammy.js"
 import { QueueManager } from "../src/index.js"
 import { botInfo, startBotApi } from "./botApiStandIn.js"
 import type { BotApi } from "./botApiStandIn.js"
+import { runExample } from "./exampleProcess.js"
 
 const seedReply = (n: number) => `Please wait! You already have ${n} videos processing. Try again in a moment.`
 
@@ -340,4 +341,53 @@ describe("grammY middleware", () => {
     expect(() => make({}, {})).toThrow("runtime must be a Runtime or a ManagedRuntime, got {}")
     expect(() => make(runtime, null)).toThrow("options must be an object, got null")
   })
+})
+
+describe("the example bot (npm run example:telegram)", () => {
+  it.scopedLive("downloads links per chat against a Bot API server; replies to a refusal in a private chat", () =>
+    Effect.gen(function* () {
+      const api = yield* startBotApi
+      const link = (chatId: number, url: string) => message({ id: chatId, type: "private" }, chatId, url)
+      api.pushUpdates(
+        link(7, "https://example.com/a"),
+        link(7, "https://example.com/b"),
+        inlineQuery(7),
+        groupMessage(-100, 1),
+        groupMessage(-100, 2),
+        message({ id: 8, type: "private" }, 8, "hello")
+      )
+      const example = yield* runExample("examples/telegram-bot.ts", {
+        BOT_TOKEN: "42:TEST",
+        TELEGRAM_API_ROOT: api.apiRoot,
+        MAX_USER_QUEUE_SIZE: "1",
+        DOWNLOAD_SECONDS: "600"
+      })
+      yield* example.waitFor(/@downloader_bot is running/)
+
+      const sent = yield* api.waitForCalls("sendMessage", 4)
+      expect(sent.map((c) => `${c.payload.chat_id}: ${c.payload.text}`).sort()).toEqual([
+        "-100: Downloading https://example.com/v …",
+        // the two links of chat 7 arrive together: either one gets the slot
+        expect.stringMatching(/^7: Downloading https:\/\/example\.com\/[ab] …$/),
+        `7: ${seedReply(1)}`,
+        "8: Send me a link to a video."
+      ])
+      // chat 7 is at its limit, but the inline query bypasses it
+      const [answered] = yield* api.waitForCalls("answerInlineQuery", 1)
+      expect(answered?.payload).toMatchObject({ results: [{ title: "Download cats" }] })
+
+      example.child.kill("SIGTERM")
+      expect(yield* example.exited).toBe(0)
+    })
+  )
+
+  it.live("without BOT_TOKEN prints what to do and exits with code 1", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const example = yield* runExample("examples/telegram-bot.ts", { BOT_TOKEN: "" })
+        expect(yield* example.exited).toBe(1)
+        expect(example.output()).toContain("BOT_TOKEN is not set")
+      })
+    )
+  )
 })

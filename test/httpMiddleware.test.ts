@@ -327,6 +327,9 @@ describe("the example server (npm run example:http)", () => {
       abort.abort()
       yield* eventually("the example released alice's slot", stats, (s) => s.activeUsers === 0)
       expect(yield* stats).toEqual({ maxUserQueue: 1, activeUsers: 0, users: {} })
+
+      example.child.kill("SIGTERM")
+      expect(yield* example.exited).toBe(0)
     })
   )
 })
