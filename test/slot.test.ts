@@ -6,7 +6,7 @@ type Guard = (
   q: QueueManager.Service,
   userId: QueueManager.UserId,
   options?: QueueManager.SlotOptions
-) => <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueManager.QueueFull, R>
+) => <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueManager.SlotError, R>
 
 /** The two public ways of running a body inside a slot. */
 const guards: ReadonlyArray<[string, Guard]> = [

@@ -46,3 +46,17 @@ export class QueueFull extends Schema.TaggedError<QueueFull>()("QueueFull", {
     }
   }
 }
+
+/**
+ * The manager was shut down (`shutdown` or `drain`): new acquisitions and every request
+ * still waiting fail with this. Slots already held finish normally.
+ *
+ * @since 0.1.0
+ */
+export class QueueShutdown extends Schema.TaggedError<QueueShutdown>()("QueueShutdown", {
+  userId: Schema.Union(Schema.Number, Schema.String)
+}) {
+  override get message(): string {
+    return `the queue manager is shut down (request of user ${this.userId})`
+  }
+}
