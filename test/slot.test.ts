@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber, Option } from "effect"
 import { QueueManager } from "../src/index.js"
+import { holdOne } from "./support.js"
 
 type Guard = (
   q: QueueManager.Service,
@@ -13,18 +14,6 @@ const guards: ReadonlyArray<[string, Guard]> = [
   ["slot", (q, userId, options) => (body) => Effect.scoped(Effect.zipRight(q.slot(userId, options), body))],
   ["withSlot", (q, userId, options) => q.withSlot(userId, options)]
 ]
-
-/** Holds one slot of `userId` in a background fiber until the test's scope closes. */
-const holdOne = (q: QueueManager.Service, userId: QueueManager.UserId) =>
-  Effect.gen(function* () {
-    const held = yield* Deferred.make<void>()
-    yield* Effect.forkScoped(
-      Effect.scoped(
-        q.slot(userId).pipe(Effect.zipRight(Deferred.succeed(held, undefined)), Effect.zipRight(Effect.never))
-      )
-    )
-    yield* Deferred.await(held)
-  })
 
 const provide = (maxUserQueue: number) => Effect.provide(QueueManager.layer({ maxUserQueue }))
 
