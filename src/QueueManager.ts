@@ -21,10 +21,10 @@
 import { Config, Context, Effect, Layer } from "effect"
 import type { ConfigError, HashMap, Scope } from "effect"
 import { limitFromEnv } from "./internal/config.js"
-import type { QueueFull, QueueShutdown } from "./internal/errors.js"
+import type { LeaseLost, QueueFull, QueueShutdown, StoreUnavailable } from "./internal/errors.js"
 import * as internal from "./internal/queueManager.js"
 
-export { QueueFull, QueueShutdown, RefusalReason } from "./internal/errors.js"
+export { LeaseLost, QueueFull, QueueShutdown, RefusalReason, StoreUnavailable } from "./internal/errors.js"
 
 /**
  * Who a slot belongs to: a Telegram chat id (negative for groups), a tenant name, an IP.
@@ -36,11 +36,12 @@ export { QueueFull, QueueShutdown, RefusalReason } from "./internal/errors.js"
 export type UserId = number | string
 
 /**
- * Why an acquisition can fail: refused (`QueueFull`) or shut down (`QueueShutdown`).
+ * Why an acquisition can fail: refused (`QueueFull`), shut down (`QueueShutdown`), or the
+ * store could not be reached (`StoreUnavailable`, Redis store only).
  *
  * @since 0.1.0
  */
-export type SlotError = QueueFull | QueueShutdown
+export type SlotError = QueueFull | QueueShutdown | StoreUnavailable
 
 /**
  * A per-user limit function (tiers): the limit of `userId`, given the current default
@@ -150,14 +151,17 @@ export interface Service {
   /** The per-user limit that applies to `userId` (its tier, or `maxUserQueue`). */
   readonly limitFor: (userId: UserId) => Effect.Effect<number>
   /** Slots `userId` holds now; `0` for a user never seen (nothing is created). */
-  readonly activeCount: (userId: UserId) => Effect.Effect<number>
+  readonly activeCount: (userId: UserId) => Effect.Effect<number, StoreUnavailable>
   /** The number of users holding at least one slot. */
-  readonly activeUsers: Effect.Effect<number>
+  readonly activeUsers: Effect.Effect<number, StoreUnavailable>
   /**
    * Takes a slot if the limits allow it now: `true`, and the caller must `release` it later;
    * `false`, and nothing changed. Never waits. Prefer `slot` or `withSlot`.
    */
-  readonly tryAcquire: (userId: UserId, options?: AcquireOptions) => Effect.Effect<boolean, QueueShutdown>
+  readonly tryAcquire: (
+    userId: UserId,
+    options?: AcquireOptions
+  ) => Effect.Effect<boolean, QueueShutdown | StoreUnavailable>
   /** Gives back one slot of `userId`; a user holding none is left alone (counts never go negative). */
   readonly release: (userId: UserId) => Effect.Effect<void>
   /**
@@ -167,21 +171,22 @@ export interface Service {
   readonly slot: (userId: UserId, options?: SlotOptions) => Effect.Effect<void, SlotError, Scope.Scope>
   /**
    * Runs `self` inside a slot of `userId`, released when `self` ends however it ends; when
-   * refused, fails without running `self`. The fast path.
+   * refused, fails without running `self`. The fast path. With a store whose slots are
+   * leases (Redis), a lost lease interrupts `self` and fails with `LeaseLost`.
    */
   readonly withSlot: (
     userId: UserId,
     options?: SlotOptions
-  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SlotError, R>
+  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SlotError | LeaseLost, R>
   /** Every user holding a slot, with its count. */
-  readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>>
+  readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>, StoreUnavailable>
   /** The totals: slots in flight, users, waiters, acquisitions, refusals by reason, limits. */
-  readonly stats: Effect.Effect<Stats>
+  readonly stats: Effect.Effect<Stats, StoreUnavailable>
   /**
    * Changes the default per-user limit and/or `maxTotal` now. Lowering never revokes held
    * slots; raising admits waiters at once. Fails with a `ConfigError` naming an invalid value.
    */
-  readonly resize: (limits: Partial<Limits>) => Effect.Effect<void, ConfigError.ConfigError>
+  readonly resize: (limits: Partial<Limits>) => Effect.Effect<void, ConfigError.ConfigError | StoreUnavailable>
   /** Refuses every new acquisition and every waiting request with `QueueShutdown`; held slots finish normally. */
   readonly shutdown: Effect.Effect<void>
   /** Completes when no slot is held. */

@@ -6,7 +6,7 @@ export type Guard = (
   q: QueueManager.Service,
   userId: QueueManager.UserId,
   options: QueueManager.SlotOptions
-) => <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueManager.SlotError, R>
+) => <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueManager.SlotError | QueueManager.LeaseLost, R>
 
 /** One request of a random concurrent program. */
 export interface Request {

@@ -85,7 +85,7 @@ describe("properties", () => {
         <A, E, R>(body: Effect.Effect<A, E, R>) =>
           Effect.flatMap(
             q.tryAcquire(userId, options),
-            (acquired): Effect.Effect<A, E | QueueManager.SlotError, R> =>
+            (acquired): Effect.Effect<A, E | QueueManager.SlotError | QueueManager.LeaseLost, R> =>
               acquired
                 ? Effect.zipLeft(body, q.release(userId))
                 : Effect.fail(new QueueManager.QueueFull({ userId, reason: "user", active: 0, limit: 0 }))

@@ -89,8 +89,8 @@ const run = (
           checkAdmission(o.user, o.bypass)
         } else if (outcome._tag === "Waiting") {
           if (!o.wait) fail("a reject-mode request waits")
-          const waiter = outcome.waiter
-          waiter.wake = (admitted) => (admitted ? onAdmitted(waiter) : undefined)
+          const waiter = outcome.ticket as Waiter
+          waiter.wake = (admitted: boolean) => (admitted ? onAdmitted(waiter) : undefined)
           pending.set(o.user, [...(pending.get(o.user) ?? []), waiter])
         } else if (outcome._tag === "Refused") {
           if (s.inFlight !== before) fail("a refusal changed the count")
@@ -168,7 +168,7 @@ describe("Scheduler (the in-memory state machine)", () => {
     const enqueue = (user: string) => {
       const outcome = s.acquire(user, 0, false, true)
       if (outcome._tag !== "Waiting") throw new Error(`expected ${user} to wait`)
-      outcome.waiter.wake = () => admitted.push(user)
+      ;(outcome.ticket as Waiter).wake = () => admitted.push(user)
     }
     for (let i = 0; i < 1000; i++) enqueue("heavy")
     enqueue("light")

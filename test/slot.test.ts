@@ -7,7 +7,7 @@ type Guard = (
   q: QueueManager.Service,
   userId: QueueManager.UserId,
   options?: QueueManager.SlotOptions
-) => <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueManager.SlotError, R>
+) => <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueManager.SlotError | QueueManager.LeaseLost, R>
 
 /** The two public ways of running a body inside a slot. */
 const guards: ReadonlyArray<[string, Guard]> = [

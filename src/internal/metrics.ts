@@ -1,7 +1,7 @@
-import { HashMap, Metric } from "effect"
+import { Metric } from "effect"
 import type { MetricLabel } from "effect"
 import * as QueueMetrics from "../QueueMetrics.js"
-import type { Scheduler } from "./scheduler.js"
+import type { Local } from "./store.js"
 
 const reasons = ["user", "global", "waiting", "shutdown"] as const
 const refusalsBy = Object.fromEntries(
@@ -9,37 +9,36 @@ const refusalsBy = Object.fromEntries(
 )
 
 /**
- * Reports a scheduler's state to the metrics as the change since its last report, so the
- * gauges of several managers add up. Call it after every step that changes the state.
+ * Reports what this process holds and did to the metrics, as the change since its last
+ * report, so the gauges of several managers add up. Call it after every step that changes it.
  */
-export const makeReporter = (scheduler: Scheduler) => {
+export const makeReporter = (local: Local) => {
   let inFlight = 0
   let users = 0
   let waiting = 0
   let acquired = 0
   const refused = { user: 0, global: 0, waiting: 0, shutdown: 0 }
   return (labels: ReadonlyArray<MetricLabel.MetricLabel>): void => {
-    if (scheduler.inFlight !== inFlight) {
-      QueueMetrics.slotsInFlight.unsafeModify(scheduler.inFlight - inFlight, labels)
-      inFlight = scheduler.inFlight
+    if (local.inFlight !== inFlight) {
+      QueueMetrics.slotsInFlight.unsafeModify(local.inFlight - inFlight, labels)
+      inFlight = local.inFlight
     }
-    const activeUsers = HashMap.size(scheduler.counts)
-    if (activeUsers !== users) {
-      QueueMetrics.usersActive.unsafeModify(activeUsers - users, labels)
-      users = activeUsers
+    if (local.users !== users) {
+      QueueMetrics.usersActive.unsafeModify(local.users - users, labels)
+      users = local.users
     }
-    if (scheduler.waiting !== waiting) {
-      QueueMetrics.requestsWaiting.unsafeModify(scheduler.waiting - waiting, labels)
-      waiting = scheduler.waiting
+    if (local.waiting !== waiting) {
+      QueueMetrics.requestsWaiting.unsafeModify(local.waiting - waiting, labels)
+      waiting = local.waiting
     }
-    if (scheduler.acquired !== acquired) {
-      QueueMetrics.acquisitions.unsafeUpdate(scheduler.acquired - acquired, labels)
-      acquired = scheduler.acquired
+    if (local.acquired !== acquired) {
+      QueueMetrics.acquisitions.unsafeUpdate(local.acquired - acquired, labels)
+      acquired = local.acquired
     }
     for (const reason of reasons) {
-      if (scheduler.refused[reason] !== refused[reason]) {
-        refusalsBy[reason]!.unsafeUpdate(scheduler.refused[reason] - refused[reason], labels)
-        refused[reason] = scheduler.refused[reason]
+      if (local.refused[reason] !== refused[reason]) {
+        refusalsBy[reason]!.unsafeUpdate(local.refused[reason] - refused[reason], labels)
+        refused[reason] = local.refused[reason]
       }
     }
   }

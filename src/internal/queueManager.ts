@@ -7,7 +7,6 @@ import {
   Effect,
   Exit,
   FiberRef,
-  HashMap,
   LogLevel,
   Metric,
   Tracer
@@ -16,9 +15,10 @@ import type { Fiber } from "effect"
 import type { AcquireOptions, Options, Service, SlotOptions, UserId, UserLimit } from "../QueueManager.js"
 import * as QueueMetrics from "../QueueMetrics.js"
 import { validateLimit } from "./config.js"
-import { QueueFull, QueueShutdown } from "./errors.js"
+import { QueueFull, QueueShutdown, type StoreUnavailable } from "./errors.js"
 import { makeReporter } from "./metrics.js"
-import { Scheduler, type Waiter } from "./scheduler.js"
+import { makeMemoryStore } from "./memoryStore.js"
+import type { Grant, Outcome, Store } from "./store.js"
 import { withValidUserId } from "./userId.js"
 
 type Restore = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
@@ -43,6 +43,10 @@ const traced = <A, E, R>(
       : Effect.withSpan(body(fiber), name, { attributes, captureStackTrace: false })
   )
 
+/** `first` then `second`, skipping `first` when it is `Effect.void` (disabled logs on the hit path). */
+const andThen = <A, E, R>(first: Effect.Effect<void>, second: Effect.Effect<A, E, R>) =>
+  first === Effect.void ? second : Effect.zipRight(first, second)
+
 /** Logs at debug level, skipping the work when the fiber's minimum level filters it out. */
 const debug = (fiber: RuntimeFiber, message: string, annotations: Record<string, unknown>) =>
   LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Debug)
@@ -59,24 +63,25 @@ const validateUserLimit = (userLimit: unknown) =>
         )
       )
 
-/** Suspends until `waiter` is admitted (succeeds) or refused by a shutdown (fails). */
-const awaitTurn = (waiter: Waiter) =>
-  Effect.async<void, QueueShutdown>((resume) => {
-    const wake = (admitted: boolean) =>
-      resume(admitted ? Effect.void : Effect.fail(new QueueShutdown({ userId: waiter.userId })))
-    if (waiter.state === "waiting") waiter.wake = wake
-    else wake(waiter.state === "admitted")
-  })
+/** Builds a store for a manager's global options. */
+export type MakeStore<E, R> = (maxTotal: number, maxWaitingPerUser: number) => Effect.Effect<Store, E, R>
 
-/** Builds the QueueManager service over a fresh in-memory scheduler. */
+/** Builds the QueueManager service over a fresh in-memory store. */
 export const make = (options: Options): Effect.Effect<Service, ConfigError.ConfigError> =>
+  makeWith(options, (maxTotal, maxWaitingPerUser) => Effect.sync(() => makeMemoryStore(maxTotal, maxWaitingPerUser)))
+
+/** Builds the QueueManager service (the policy) over the store `makeStore` builds. */
+export const makeWith = <E, R>(
+  options: Options,
+  makeStore: MakeStore<E, R>
+): Effect.Effect<Service, ConfigError.ConfigError | E, R> =>
   Effect.gen(function* () {
     let maxUserQueue = yield* validateLimit("maxUserQueue", options.maxUserQueue)
     const maxTotal = yield* validateLimit("maxTotal", options.maxTotal ?? 0)
     const maxWaitingPerUser = yield* validateLimit("maxWaitingPerUser", options.maxWaitingPerUser ?? 100)
     const userLimit = yield* validateUserLimit(options.userLimit)
-    const scheduler = new Scheduler(maxTotal, maxWaitingPerUser)
-    const reporter = makeReporter(scheduler)
+    const store = yield* makeStore(maxTotal, maxWaitingPerUser)
+    const reporter = makeReporter(store.local)
     const report = (fiber: RuntimeFiber) => reporter(fiber.getFiberRef(FiberRef.currentMetricLabels))
 
     /** The limit of `userId` under the default `base`; a tier function returning garbage is a defect. */
@@ -89,77 +94,91 @@ export const make = (options: Options): Effect.Effect<Service, ConfigError.Confi
       )
     }
 
-    const release = (userId: UserId) =>
+    const release = (userId: UserId, grant: Grant | undefined) =>
       traced("QueueManager.release", { userId }, (fiber) => {
-        const active = scheduler.release(userId)
-        report(fiber)
-        return active === undefined
-          ? debug(fiber, "release ignored: no slot held", { userId })
-          : debug(fiber, "slot released", { userId, active })
+        const released = (active: number | undefined) => {
+          report(fiber)
+          return active === undefined
+            ? debug(fiber, "release ignored: no slot held", { userId })
+            : debug(fiber, "slot released", { userId, active })
+        }
+        return store.now
+          ? released(store.now.release(userId))
+          : Effect.flatMap(store.release(userId, grant?.lease), released)
       })
 
     /**
      * Takes a slot of `userId` (refusing or waiting as `options` say), then runs `use` with the
-     * slot held; `use` must register the release before running `announce`. Uninterruptible
+     * grant; `use` must register the release before running `announce`. Uninterruptible
      * except for the wait and what `use` restores.
      */
     const acquire = <A, E, R>(
       name: string,
       userId: UserId,
       options: SlotOptions | undefined,
-      use: (restore: Restore, announce: Effect.Effect<void>) => Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E | QueueFull | QueueShutdown, R> =>
+      use: (restore: Restore, announce: Effect.Effect<void>, grant: Grant) => Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E | QueueFull | QueueShutdown | StoreUnavailable, R> =>
       withValidUserId(userId, (id) =>
         Effect.uninterruptibleMask((restore) =>
-          traced<A, E | QueueFull | QueueShutdown, R>(name, { userId: id, ...options }, (fiber) => {
+          traced<A, E | QueueFull | QueueShutdown | StoreUnavailable, R>(name, { userId: id, ...options }, (fiber) => {
             const bypass = options?.bypassUserLimit === true
             const limit = limitUnder(id, maxUserQueue)
-            const outcome = scheduler.acquire(id, limit, bypass, options?.onFull === "wait")
-            report(fiber)
-            switch (outcome._tag) {
-              case "Acquired":
-                return use(
-                  restore,
-                  debug(fiber, "slot acquired", { userId: id, active: outcome.active, limit, bypass })
-                )
-              case "Refused": {
-                const { reason, active, limit } = outcome
-                return Effect.zipRight(
-                  debug(fiber, "slot refused", { userId: id, reason, active, limit, bypass }),
-                  Effect.fail(new QueueFull({ userId: id, reason, active, limit }))
-                )
-              }
-              case "Shutdown":
-                return Effect.fail(new QueueShutdown({ userId: id }))
-              case "Waiting": {
-                const waiter = outcome.waiter
-                return Effect.flatMap(Clock.currentTimeMillis, (since) =>
-                  debug(fiber, "slot waiting", { userId: id, waiting: scheduler.waiting, bypass }).pipe(
-                    Effect.zipRight(restore(awaitTurn(waiter))),
-                    Effect.onExit((exit) =>
-                      Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => (scheduler.leave(waiter), report(fiber)))
-                    ),
-                    Effect.zipRight(
-                      use(
-                        restore,
-                        Effect.flatMap(Clock.currentTimeMillis, (now) =>
-                          Effect.zipRight(
-                            Metric.update(QueueMetrics.waitTime, (now - since) / 1000),
-                            debug(fiber, "slot acquired after waiting", {
-                              userId: id,
-                              active: scheduler.count(id),
-                              limit,
-                              bypass,
-                              waitedMillis: now - since
-                            })
-                          )
+            const wait = options?.onFull === "wait"
+            const decide = (
+              outcome: Outcome
+            ): Effect.Effect<A, E | QueueFull | QueueShutdown | StoreUnavailable, R> => {
+              report(fiber)
+              switch (outcome._tag) {
+                case "Acquired":
+                  return use(
+                    restore,
+                    debug(fiber, "slot acquired", { userId: id, active: outcome.grant.active, limit, bypass }),
+                    outcome.grant
+                  )
+                case "Refused": {
+                  const { reason, active, limit } = outcome
+                  return Effect.zipRight(
+                    debug(fiber, "slot refused", { userId: id, reason, active, limit, bypass }),
+                    Effect.fail(new QueueFull({ userId: id, reason, active, limit }))
+                  )
+                }
+                case "Shutdown":
+                  return Effect.fail(new QueueShutdown({ userId: id }))
+                case "Waiting": {
+                  const ticket = outcome.ticket
+                  return Effect.flatMap(Clock.currentTimeMillis, (since) =>
+                    debug(fiber, "slot waiting", { userId: id, waiting: store.local.waiting, bypass }).pipe(
+                      Effect.zipRight(restore(store.awaitTurn(ticket))),
+                      Effect.onExit((exit) =>
+                        Exit.isSuccess(exit) ? Effect.void : Effect.tap(store.leave(ticket), () => report(fiber))
+                      ),
+                      Effect.flatMap((grant) =>
+                        use(
+                          restore,
+                          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+                            report(fiber)
+                            return Effect.zipRight(
+                              Metric.update(QueueMetrics.waitTime, (now - since) / 1000),
+                              debug(fiber, "slot acquired after waiting", {
+                                userId: id,
+                                active: grant.active,
+                                limit,
+                                bypass,
+                                waitedMillis: now - since
+                              })
+                            )
+                          }),
+                          grant
                         )
                       )
                     )
                   )
-                )
+                }
               }
             }
+            return store.now
+              ? decide(store.now.acquire(id, limit, bypass, wait))
+              : Effect.flatMap(store.acquire(id, limit, bypass, wait), decide)
           })
         )
       )
@@ -169,29 +188,26 @@ export const make = (options: Options): Effect.Effect<Service, ConfigError.Confi
         const nextDefault =
           limits.maxUserQueue === undefined ? maxUserQueue : yield* validateLimit("maxUserQueue", limits.maxUserQueue)
         const nextTotal =
-          limits.maxTotal === undefined ? scheduler.maxTotal : yield* validateLimit("maxTotal", limits.maxTotal)
+          limits.maxTotal === undefined ? store.maxTotal() : yield* validateLimit("maxTotal", limits.maxTotal)
+        yield* store.resize(nextTotal, (userId) => limitUnder(userId, nextDefault))
+        maxUserQueue = nextDefault
         yield* Effect.withFiberRuntime((fiber) => {
-          const waitingLimits = new Map<UserId, number>()
-          for (const userId of scheduler.waitingUserIds()) waitingLimits.set(userId, limitUnder(userId, nextDefault))
-          maxUserQueue = nextDefault
-          scheduler.resize(nextTotal, waitingLimits)
           report(fiber)
           return Effect.annotateLogs(Effect.logInfo("QueueManager resized"), { maxUserQueue, maxTotal: nextTotal })
         })
       })
 
     const shutdown = Effect.withFiberRuntime((fiber) => {
-      const first = !scheduler.isShutdown
-      scheduler.shutdown()
-      report(fiber)
-      return first
-        ? Effect.annotateLogs(Effect.logInfo("QueueManager shut down"), { inFlight: scheduler.inFlight })
-        : Effect.void
-    })
-
-    const awaitIdle = Effect.async<void>((resume) => {
-      const cancel = scheduler.onIdle(() => resume(Effect.void))
-      return Effect.sync(cancel)
+      const first = !store.isShutdown()
+      return Effect.zipRight(
+        store.shutdown,
+        Effect.suspend(() => {
+          report(fiber)
+          return first
+            ? Effect.annotateLogs(Effect.logInfo("QueueManager shut down"), { inFlight: store.local.inFlight })
+            : Effect.void
+        })
+      )
     })
 
     yield* Effect.annotateLogs(Effect.logInfo("QueueManager ready"), {
@@ -206,40 +222,38 @@ export const make = (options: Options): Effect.Effect<Service, ConfigError.Confi
         return maxUserQueue
       },
       limitFor: (userId) => withValidUserId(userId, (id) => Effect.sync(() => limitUnder(id, maxUserQueue))),
-      activeCount: (userId) => withValidUserId(userId, (id) => Effect.sync(() => scheduler.count(id))),
-      activeUsers: Effect.sync(() => HashMap.size(scheduler.counts)),
+      activeCount: (userId) => withValidUserId(userId, store.count),
+      activeUsers: store.users,
       tryAcquire: (userId: UserId, options?: AcquireOptions) =>
         acquire("QueueManager.tryAcquire", userId, options, (_restore, announce) => Effect.as(announce, true)).pipe(
           Effect.catchTag("QueueFull", () => Effect.succeed(false))
         ),
-      release: (userId) => withValidUserId(userId, release),
+      release: (userId) => withValidUserId(userId, (id) => release(id, undefined)),
       slot: (userId, options) =>
-        acquire("QueueManager.slot", userId, options, (_restore, announce) =>
+        acquire("QueueManager.slot", userId, options, (_restore, announce, grant) =>
           Effect.zipRight(
-            Effect.addFinalizer(() => release(userId)),
+            Effect.addFinalizer(() => release(userId, grant)),
             announce
           )
         ),
       withSlot: (userId, options) => (self) =>
-        acquire("QueueManager.withSlot", userId, options, (restore, announce) =>
-          Effect.ensuring(Effect.zipRight(announce, restore(self)), release(userId))
+        acquire("QueueManager.withSlot", userId, options, (restore, announce, grant) =>
+          Effect.ensuring(
+            andThen(announce, restore(grant.lease === undefined ? self : Effect.raceFirst(self, grant.lease.lost))),
+            release(userId, grant)
+          )
         ),
-      snapshot: Effect.sync(() => scheduler.counts),
-      stats: Effect.sync(() => ({
-        inFlight: scheduler.inFlight,
-        activeUsers: HashMap.size(scheduler.counts),
-        waiting: scheduler.waiting,
-        waitingUsers: scheduler.waitingUsers,
-        acquired: scheduler.acquired,
-        refused: { ...scheduler.refused },
+      snapshot: store.snapshot,
+      stats: Effect.map(store.totals, (totals) => ({
+        ...totals,
         maxUserQueue,
-        maxTotal: scheduler.maxTotal,
+        maxTotal: store.maxTotal(),
         maxWaitingPerUser,
-        shutdown: scheduler.isShutdown
+        shutdown: store.isShutdown()
       })),
       resize,
       shutdown,
-      awaitIdle,
-      drain: Effect.zipRight(shutdown, awaitIdle)
+      awaitIdle: store.awaitIdle,
+      drain: Effect.zipRight(shutdown, store.awaitIdle)
     } satisfies Service
   })

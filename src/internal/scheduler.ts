@@ -1,9 +1,10 @@
 import { HashMap, Option } from "effect"
 import type { UserId } from "../QueueManager.js"
 import type { RefusalReason } from "./errors.js"
+import type { Local, Outcome, Ticket } from "./store.js"
 
 /** A request waiting for a slot. `wake` is set once its fiber is suspended on it. */
-export class Waiter {
+export class Waiter implements Ticket {
   state: "waiting" | "admitted" | "refused" | "gone" = "waiting"
   wake: ((admitted: boolean) => void) | undefined = undefined
   constructor(
@@ -11,13 +12,6 @@ export class Waiter {
     readonly bypass: boolean
   ) {}
 }
-
-/** What one acquisition attempt did. */
-export type Outcome =
-  | { readonly _tag: "Acquired"; readonly active: number }
-  | { readonly _tag: "Refused"; readonly reason: RefusalReason; readonly active: number; readonly limit: number }
-  | { readonly _tag: "Waiting"; readonly waiter: Waiter }
-  | { readonly _tag: "Shutdown" }
 
 /** The requests of one user waiting in arrival order, and the per-user limit that holds them back. */
 interface Line {
@@ -38,7 +32,7 @@ const first = <A>(set: Set<A>): A => set.values().next().value as A
  * users back, freed capacity goes to them in turn (`ready` is the ring of users whose
  * first waiter only waits for `maxTotal`), first-in first-out within each user.
  */
-export class Scheduler {
+export class Scheduler implements Local {
   counts = HashMap.empty<UserId, number>()
   inFlight = 0
   waiting = 0
@@ -58,6 +52,11 @@ export class Scheduler {
   count(userId: UserId): number {
     const active = HashMap.get(this.counts, userId)
     return Option.isSome(active) ? active.value : 0
+  }
+
+  /** The number of users holding at least one slot. */
+  get users(): number {
+    return HashMap.size(this.counts)
   }
 
   /** The number of users with at least one waiting request. */
@@ -85,7 +84,7 @@ export class Scheduler {
     const line = this.lines.get(userId)
     if (fitsUser && fitsTotal && (!wait || line === undefined)) {
       this.grant(userId, active)
-      return { _tag: "Acquired", active: active + 1 }
+      return { _tag: "Acquired", grant: { active: active + 1, lease: undefined } }
     }
     if (!wait) {
       return fitsUser ? this.refuse("global", this.inFlight, this.maxTotal) : this.refuse("user", active, limit)
@@ -102,7 +101,7 @@ export class Scheduler {
       line.waiters.add(waiter)
     }
     this.waiting++
-    return { _tag: "Waiting", waiter }
+    return { _tag: "Waiting", ticket: waiter }
   }
 
   /** Gives back one slot of `userId` and admits whoever can use it; the count left, or `undefined` if it held none. */
