@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber, Option } from "effect"
 import { QueueManager } from "../src/index.js"
-import { holdOne } from "./support.js"
+import { holdOne, withManager } from "./support.js"
 
 type Guard = (
   q: QueueManager.Service,
@@ -15,7 +15,7 @@ const guards: ReadonlyArray<[string, Guard]> = [
   ["withSlot", (q, userId, options) => q.withSlot(userId, options)]
 ]
 
-const provide = (maxUserQueue: number) => Effect.provide(QueueManager.layer({ maxUserQueue }))
+const provide = (maxUserQueue: number) => withManager({ maxUserQueue })
 
 describe.each(guards)("%s", (_name, guard) => {
   const exits: ReadonlyArray<[string, Effect.Effect<unknown, string>]> = [

@@ -1,6 +1,8 @@
-import { Deferred, Effect, Fiber } from "effect"
+import { Deferred, Effect, Fiber, Layer } from "effect"
+import { Redis } from "ioredis"
 import type { Scope } from "effect"
 import { QueueManager } from "../src/index.js"
+import * as RedisStore from "../src/RedisStore.js"
 
 /** Holds one slot of `userId` in a background fiber until the test's scope closes. */
 export const holdOne = (q: QueueManager.Service, userId: QueueManager.UserId, options?: QueueManager.SlotOptions) =>
@@ -53,5 +55,35 @@ export const enqueue = (
     return fiber
   })
 
-/** Provides a fresh manager built with `options`. */
-export const withManager = (options: QueueManager.Options) => Effect.provide(QueueManager.layer(options))
+/** The store the contract tests run against: `QUEUE_STORE=redis` (the `redis` vitest project) or in memory. */
+export const storeUnderTest: "memory" | "redis" = process.env["QUEUE_STORE"] === "redis" ? "redis" : "memory"
+
+/** The Redis the tests use. */
+export const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+
+let prefixes = 0
+
+/** A key prefix no other test uses; its keys are deleted when the test's manager closes. */
+export const uniquePrefix = () => `test:${process.pid}:${Date.now().toString(36)}:${(prefixes++).toString(36)}`
+
+/** Deletes every key under `prefix`. */
+export const deleteKeys = (prefix: string) =>
+  Effect.promise(async () => {
+    const redis = new Redis(redisUrl)
+    const keys = await redis.keys(`{${prefix}}:*`)
+    if (keys.length > 0) await redis.del(...keys)
+    await redis.quit()
+  })
+
+/** A fresh manager built with `options` on the store under test (Redis: a unique prefix, cleaned up after). */
+export const managerLayer = (options: QueueManager.Options) => {
+  if (storeUnderTest === "memory") return QueueManager.layer(options)
+  const prefix = uniquePrefix()
+  return Layer.merge(
+    RedisStore.layer({ ...options, redis: redisUrl, prefix }),
+    Layer.scopedDiscard(Effect.addFinalizer(() => deleteKeys(prefix)))
+  )
+}
+
+/** Provides a fresh manager built with `options` on the store under test. */
+export const withManager = (options: QueueManager.Options) => Effect.provide(managerLayer(options))
