@@ -124,10 +124,11 @@ export const makeRedisStore = (
       local.users = leases.size
       lease.renewer = Effect.runFork(
         renewing(id, undefined, () =>
-          Effect.zipRight(
-            Effect.sync(() => forget(lease)),
-            Deferred.fail(lease.signal, new LeaseLost({ userId }))
-          ).pipe(
+          Effect.sync(() => {
+            lease.renewer = undefined // this fiber: forget must not interrupt it
+            forget(lease)
+          }).pipe(
+            Effect.zipRight(Deferred.fail(lease.signal, new LeaseLost({ userId }))),
             Effect.zipRight(Effect.logWarning("slot lost: its lease expired before it was renewed")),
             Effect.annotateLogs({ userId })
           )
