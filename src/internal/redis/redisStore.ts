@@ -159,10 +159,13 @@ export const makeRedisStore = (
         })
       )
 
+    // a wake-up can overtake the reply that queued its ticket (they travel on two connections)
+    const early = new Map<string, number>()
     subscriber.redis.on("message", (_channel: string, message: string) => {
-      const [id, active] = message.split(" ")
-      const ticket = tickets.get(id!)
+      const [id, active] = message.split(" ") as [string, string]
+      const ticket = tickets.get(id)
       if (ticket !== undefined) admitted(ticket, Number(active))
+      else early.set(id, Number(active))
     })
     // after a reconnection a wake-up may have been missed: ask about every waiting ticket
     subscriber.redis.on("ready", () => {
@@ -209,9 +212,13 @@ export const makeRedisStore = (
             maxWaitingPerUser,
             leaseMillis,
             id,
-            channel
+            channel,
+            cap
           ]
-          return Effect.map(call<ReadonlyArray<number | string>>("acquire", "acquire", args), (answer): Outcome => {
+          const answered = call<ReadonlyArray<number | string>>("acquire", "acquire", args).pipe(
+            Effect.tapError(() => Effect.sync(() => early.delete(id)))
+          )
+          return Effect.map(answered, (answer): Outcome => {
             if (answer[0] === 1) return { _tag: "Acquired", grant: hold(id, userId, Number(answer[1])) }
             if (answer[0] === 0) {
               const reason = answer[1] as RefusalReason
@@ -221,6 +228,12 @@ export const makeRedisStore = (
             const ticket = new RedisTicket(id, userId, Deferred.unsafeMake(FiberId.none))
             tickets.set(id, ticket)
             local.waiting = tickets.size
+            const active = early.get(id)
+            if (active !== undefined) {
+              early.delete(id)
+              admitted(ticket, active)
+              return { _tag: "Waiting", ticket }
+            }
             ticket.renewer = Effect.runFork(
               renewing(
                 id,

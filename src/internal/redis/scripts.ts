@@ -104,7 +104,7 @@ local function dispatch()
     redis.call('HDEL', TICKETS, id)
     redis.call('ZREM', TEXP, id)
     grant(u, id, leaseMs)
-    redis.call('PUBLISH', channel, id)
+    redis.call('PUBLISH', channel, id .. ' ' .. count(u))
     refreshReady(u)
   end
 end
@@ -124,12 +124,14 @@ dispatch()
 `
 
 /**
- * ARGV: prefix, user, limit, bypass (0/1), wait (0/1), maxWaitingPerUser, leaseMillis, id, channel.
+ * ARGV: prefix, user, limit, bypass (0/1), wait (0/1), maxWaitingPerUser, leaseMillis, id, channel, maxTotal
+ * (this process's cap, written back if Redis lost its config, e.g. after a restart without persistence).
  * Returns {1, active} acquired, {0, reason, active, limit} refused, {2, waiting} queued.
  */
 export const acquire = `${prelude}
 local u, limit, bypass, wait = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5] == '1'
 local maxWaiting, leaseMs, id, channel = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]
+redis.call('HSETNX', CONFIG, 'maxTotal', ARGV[10])
 local active, cap, queued = count(u), maxTotal(), redis.call('LLEN', line(u))
 local fitsUser = bypass or limit == 0 or active < limit
 local fitsTotal = cap == 0 or total() < cap
