@@ -175,24 +175,28 @@ export const makeRedisStore = (
     yield* call("configure", "configure", [maxTotal])
     let cap = maxTotal
 
+    /**
+     * Retries `script` on `id` in the background until Redis answers, for at most a lease time
+     * (after it the lease or ticket has expired anyway). Both scripts used here are no-ops the
+     * second time, so a retry never double-counts.
+     */
+    const retryInBackground = (script: "release" | "leave", id: string, error: StoreUnavailable) =>
+      Effect.zipRight(
+        Effect.forkDaemon(
+          call(script, script, [id]).pipe(
+            Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo(Duration.millis(leaseMillis)))),
+            Effect.ignore,
+            Effect.withClock(liveClock)
+          )
+        ),
+        Effect.logWarning(`${script} deferred until Redis answers: ${error.message}`)
+      )
+
     const release = (lease: RedisLease): Effect.Effect<number | undefined> =>
       forget(lease)
         ? call<number>("release", "release", [lease.id]).pipe(
             Effect.map((left) => (left < 0 ? undefined : left)),
-            Effect.catchAll((error) =>
-              // retried in the background until Redis answers or the lease would have expired anyway;
-              // releasing a lease twice is a no-op, so a retry never double-counts
-              Effect.as(
-                Effect.forkDaemon(
-                  call("release", "release", [lease.id]).pipe(
-                    Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo(Duration.millis(leaseMillis)))),
-                    Effect.ignore,
-                    Effect.withClock(liveClock)
-                  )
-                ),
-                undefined
-              ).pipe(Effect.tap(() => Effect.logWarning(`release deferred: ${error.message}`)))
-            )
+            Effect.catchAll((error) => Effect.as(retryInBackground("release", lease.id, error), undefined))
           )
         : Effect.succeed(undefined)
 
@@ -216,7 +220,13 @@ export const makeRedisStore = (
             cap
           ]
           const answered = call<ReadonlyArray<number | string>>("acquire", "acquire", args).pipe(
-            Effect.tapError(() => Effect.sync(() => early.delete(id)))
+            // the script may still run once Redis answers (a pause, a late reply): undo whatever it did
+            Effect.tapError((error) =>
+              Effect.zipRight(
+                Effect.sync(() => early.delete(id)),
+                retryInBackground("leave", id, error)
+              )
+            )
           )
           return Effect.map(answered, (answer): Outcome => {
             if (answer[0] === 1) return { _tag: "Acquired", grant: hold(id, userId, Number(answer[1])) }
