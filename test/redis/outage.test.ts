@@ -63,7 +63,6 @@ describe("Redis down or paused", () => {
         yield* Fiber.join(a) // its release cannot reach Redis: it is retried in the background
         server.kill("SIGCONT")
         // exactly the tryAcquire slot is left: the release landed once, the late acquisition was undone
-        for (let i = 0; i < 5; i++) console.log("count", yield* Effect.either(q.activeCount(1)))
         yield* untilCount(q, 1, 1)
         yield* Effect.sleep("300 millis")
         expect(yield* q.activeCount(1)).toBe(1)
