@@ -18,6 +18,8 @@ import type { RedisOptions } from "ioredis"
 import * as QueueManager from "./QueueManager.js"
 import { limitFromEnv } from "./internal/config.js"
 import type { StoreUnavailable } from "./internal/errors.js"
+import { withFallback } from "./internal/fallbackStore.js"
+import { makeMemoryStore } from "./internal/memoryStore.js"
 import { makeWith } from "./internal/queueManager.js"
 import { makeRedisStore } from "./internal/redis/redisStore.js"
 
@@ -35,6 +37,12 @@ export interface Options extends QueueManager.Options {
   readonly leaseTime?: Duration.DurationInput | undefined
   /** How long one Redis call may take before it fails with `StoreUnavailable`. Default 1 second. */
   readonly timeout?: Duration.DurationInput | undefined
+  /**
+   * What an acquisition does while Redis cannot be reached: `"fail"` (default) fails with
+   * `StoreUnavailable`; `"local"` falls back to this process's own in-memory limits (the same
+   * options, counted per process) until Redis answers again.
+   */
+  readonly onUnavailable?: "fail" | "local" | undefined
 }
 
 const positiveMillis = (name: string, value: Duration.DurationInput, minimum: number) =>
@@ -71,9 +79,22 @@ export const make = (
     }
     const leaseMillis = yield* positiveMillis("leaseTime", options.leaseTime ?? "30 seconds", 100)
     const timeoutMillis = yield* positiveMillis("timeout", options.timeout ?? "1 second", 1)
+    const onUnavailable = options.onUnavailable ?? "fail"
+    if (onUnavailable !== "fail" && onUnavailable !== "local") {
+      return yield* Effect.fail(
+        ConfigError.InvalidData(
+          ["onUnavailable"],
+          `onUnavailable must be "fail" or "local", got ${JSON.stringify(onUnavailable)}`
+        )
+      )
+    }
     const redis = options.redis ?? "redis://127.0.0.1:6379"
     return yield* makeWith(options, (maxTotal, maxWaitingPerUser) =>
-      makeRedisStore({ redis, prefix, leaseMillis, timeoutMillis }, maxTotal, maxWaitingPerUser)
+      Effect.map(
+        makeRedisStore({ redis, prefix, leaseMillis, timeoutMillis }, maxTotal, maxWaitingPerUser),
+        (shared) =>
+          onUnavailable === "local" ? withFallback(shared, makeMemoryStore(maxTotal, maxWaitingPerUser)) : shared
+      )
     )
   })
 
@@ -90,7 +111,8 @@ export const layer = (
 /**
  * The default configuration: the manager's (`QueueManager.defaultConfig`), and `REDIS_URL`
  * (default `redis://127.0.0.1:6379`), `REDIS_PREFIX` (default `queue-manager`),
- * `REDIS_LEASE_SECONDS` (default 30), `REDIS_TIMEOUT_MS` (default 1000).
+ * `REDIS_LEASE_SECONDS` (default 30), `REDIS_TIMEOUT_MS` (default 1000), `REDIS_ON_UNAVAILABLE`
+ * (`fail` or `local`, default `fail`).
  *
  * @since 0.1.0
  */
@@ -99,7 +121,8 @@ export const defaultConfig: Config.Config<Options> = Config.all({
   redis: Config.string("REDIS_URL").pipe(Config.withDefault("redis://127.0.0.1:6379")),
   prefix: Config.string("REDIS_PREFIX").pipe(Config.withDefault("queue-manager")),
   leaseSeconds: limitFromEnv("REDIS_LEASE_SECONDS", 30),
-  timeoutMillis: limitFromEnv("REDIS_TIMEOUT_MS", 1000)
+  timeoutMillis: limitFromEnv("REDIS_TIMEOUT_MS", 1000),
+  onUnavailable: Config.literal("fail", "local")("REDIS_ON_UNAVAILABLE").pipe(Config.withDefault("fail" as const))
 }).pipe(
   Config.map(({ leaseSeconds, options, timeoutMillis, ...rest }) => ({
     ...options,

@@ -70,4 +70,42 @@ describe("Redis down or paused", () => {
       }).pipe(Effect.scoped),
     30_000
   )
+
+  it.live(
+    'with onUnavailable: "local", a Redis outage falls back to per-process limits and back again',
+    () =>
+      Effect.gen(function* () {
+        const port = yield* freePort
+        const first = yield* startRedis(port)
+        const q = yield* RedisStore.make({
+          maxUserQueue: 2,
+          redis: `redis://127.0.0.1:${port}`,
+          timeout: "300 millis",
+          onUnavailable: "local"
+        })
+        yield* stop(first)
+        const gate = yield* Deferred.make<void>()
+        const entered = yield* Deferred.make<void>()
+        const held = yield* Effect.fork(
+          q.withSlot(1)(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(gate)))
+        )
+        yield* Deferred.await(entered)
+        expect(yield* q.tryAcquire(1)).toBe(true)
+        expect(yield* q.tryAcquire(1)).toBe(false) // the local limit holds
+        expect(yield* q.activeCount(1)).toBe(2) // reads fall back to the local view
+        const second = yield* startRedis(port)
+        yield* untilCount(q, 1, 0) // Redis answers again: it has nothing
+        expect(yield* q.tryAcquire(1)).toBe(true) // taken in Redis now
+        yield* Deferred.succeed(gate, undefined)
+        yield* Fiber.join(held)
+        yield* q.release(1) // the Redis slot
+        yield* q.release(1) // the local slot
+        expect(yield* q.stats).toMatchObject({ inFlight: 0 })
+        // down again: the local view shows the local slots went back to the local store
+        yield* stop(second)
+        expect(yield* q.activeCount(1)).toBe(0)
+        expect(yield* Effect.replicateEffect(q.tryAcquire(1), 3)).toEqual([true, true, false])
+      }).pipe(Effect.scoped),
+    30_000
+  )
 })
