@@ -2,7 +2,9 @@ import { createConnection } from "node:net"
 import { defineConfig, type ViteUserConfig } from "vitest/config"
 
 /** The behavioural tests that run against every store (the Redis project runs them on Redis). */
-const contract = ["semantics", "slot", "waiting", "limits", "shutdown"].map((name) => `test/${name}.test.ts`)
+const contract = ["semantics", "slot", "waiting", "limits", "shutdown", "observability"].map(
+  (name) => `test/${name}.test.ts`
+)
 
 const redisUrl = new URL(process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379")
 
