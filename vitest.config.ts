@@ -1,8 +1,48 @@
-import { defineConfig } from "vitest/config"
+import { createConnection } from "node:net"
+import { defineConfig, type ViteUserConfig } from "vitest/config"
 
-export default defineConfig({
-  test: {
-    include: ["test/**/*.test.ts"],
-    testTimeout: 30_000
+/** The behavioural tests that run against every store (the Redis project runs them on Redis). */
+const contract = ["semantics", "slot", "waiting", "limits", "shutdown", "observability"].map(
+  (name) => `test/${name}.test.ts`
+)
+
+const redisUrl = new URL(process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379")
+
+/** Whether something answers on the Redis port (a quick TCP check; the tests say more if it is not Redis). */
+const reachable = () =>
+  new Promise<boolean>((resolve) => {
+    const socket = createConnection({ host: redisUrl.hostname, port: Number(redisUrl.port || 6379) })
+    socket.setTimeout(1000)
+    socket.once("connect", () => (socket.destroy(), resolve(true)))
+    socket.once("error", () => resolve(false))
+    socket.once("timeout", () => (socket.destroy(), resolve(false)))
+  })
+
+export default defineConfig(async (): Promise<ViteUserConfig> => {
+  const redis = process.env["CI"] === "true" || (await reachable())
+  if (!redis)
+    console.warn(`Redis is not reachable at ${redisUrl.href}: skipping the Redis tests (under CI=true they run)`)
+  return {
+    test: {
+      testTimeout: 30_000,
+      projects: [
+        {
+          extends: true as const,
+          test: { name: "memory", include: ["test/**/*.test.ts"], exclude: ["test/redis/**"] }
+        },
+        ...(redis
+          ? [
+              {
+                extends: true as const,
+                test: {
+                  name: "redis",
+                  include: [...contract, "test/redis/**/*.test.ts"],
+                  env: { QUEUE_STORE: "redis" }
+                }
+              }
+            ]
+          : [])
+      ]
+    }
   }
 })

@@ -1,21 +1,24 @@
 /**
- * `npm start`: the simulated bot on the in-memory default. `MAX_USER_QUEUE_SIZE` sets the limit.
+ * `npm start`: the simulated bot. On the in-memory default in one process; with `REDIS_URL`
+ * set, as three worker processes sharing Redis. `MAX_USER_QUEUE_SIZE` sets the limit.
  */
 import { Console, Effect } from "effect"
 import { QueueManager } from "../src/index.js"
-import { formatReport, limitsHeld, simulate } from "./simulation.js"
+import { runDistributed } from "./distributed.js"
+import { botLoad, formatReport, limitsHeld, simulate } from "./simulation.js"
 
-const program = simulate({
-  privateChats: 30,
-  groups: 10,
-  burstsPerChat: 3,
-  maxBurst: 6,
-  maxDownloadMillis: 400,
-  inlineShare: 0.1
-}).pipe(
+const workers = 3
+const distributed = process.env["REDIS_URL"] !== undefined && process.env["REDIS_URL"] !== ""
+
+const program = (
+  distributed
+    ? Console.log(`Redis store at ${process.env["REDIS_URL"]}: ${workers} worker processes share the limits`).pipe(
+        Effect.zipRight(runDistributed(workers))
+      )
+    : simulate(botLoad).pipe(Effect.provide(QueueManager.layerConfig()))
+).pipe(
   Effect.tap((report) => Console.log(formatReport(report))),
-  Effect.flatMap((report) => (limitsHeld(report) ? Effect.void : Effect.fail("limits did not hold"))),
-  Effect.provide(QueueManager.layerConfig())
+  Effect.flatMap((report) => (limitsHeld(report) ? Effect.void : Effect.fail("limits did not hold")))
 )
 
 Effect.runPromise(program).catch((error: unknown) => {

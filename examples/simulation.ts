@@ -18,6 +18,16 @@ export interface SimulationOptions {
   readonly inlineShare: number
 }
 
+/** The load `npm start` simulates: 40 chats (10 groups) sending bursts of links. */
+export const botLoad: SimulationOptions = {
+  privateChats: 30,
+  groups: 10,
+  burstsPerChat: 3,
+  maxBurst: 6,
+  maxDownloadMillis: 400,
+  inlineShare: 0.1
+}
+
 /** What happened, per user and in total. */
 export interface Report {
   readonly limit: number
@@ -26,9 +36,40 @@ export interface Report {
   readonly refused: number
   readonly sampleReply: string | undefined
   /** Per user: the most normal (non-bypass) downloads in flight at once, and with inline ones. */
-  readonly peaks: ReadonlyMap<QueueManager.UserId, { readonly normal: number; readonly all: number }>
+  readonly peaks: ReadonlyMap<QueueManager.UserId, InFlight>
   readonly activeUsersAfter: number
   readonly slotsHeldAfter: number
+}
+
+/** Downloads in flight for one user: those holding a normal slot, and all of them (with inline bypass). */
+export interface InFlight {
+  readonly normal: number
+  readonly all: number
+}
+
+/**
+ * Counts downloads in flight per user, so the report can show the highest concurrency seen:
+ * in this process by default, or across processes (e.g. counters in Redis).
+ */
+export interface Tracker {
+  /** Counts a download in; the counts right after it. */
+  readonly enter: (userId: QueueManager.UserId, bypass: boolean) => Effect.Effect<InFlight>
+  readonly exit: (userId: QueueManager.UserId, bypass: boolean) => Effect.Effect<void>
+}
+
+/** A tracker for one process. */
+export const localTracker = (): Tracker => {
+  const inFlight = new Map<QueueManager.UserId, InFlight>()
+  const add = (userId: QueueManager.UserId, bypass: boolean, delta: number) => {
+    const now = inFlight.get(userId) ?? { normal: 0, all: 0 }
+    const next = { normal: now.normal + (bypass ? 0 : delta), all: now.all + delta }
+    inFlight.set(userId, next)
+    return next
+  }
+  return {
+    enter: (userId, bypass) => Effect.sync(() => add(userId, bypass, 1)),
+    exit: (userId, bypass) => Effect.sync(() => void add(userId, bypass, -1))
+  }
 }
 
 /** The seed's `error_queue_full` reply. */
@@ -36,35 +77,29 @@ export const queueFullReply = (error: QueueManager.QueueFull): string =>
   `Please wait! You already have ${error.active} videos processing. Try again in a moment.`
 
 /** Runs the simulation against the provided QueueManager and reports what it saw. */
-export const simulate = (options: SimulationOptions) =>
+export const simulate = (options: SimulationOptions, tracker: Tracker = localTracker()) =>
   Effect.gen(function* () {
     const queue = yield* QueueManager.QueueManager
     const chats: Array<number> = [
       ...Array.from({ length: options.privateChats }, (_, i) => 100_000_000 + i * 7919),
       ...Array.from({ length: options.groups }, (_, i) => -1_001_000_000_000 - i * 104729)
     ]
-    const inFlight = new Map<QueueManager.UserId, { normal: number; all: number }>()
-    const peaks = new Map<QueueManager.UserId, { normal: number; all: number }>()
+    const peaks = new Map<QueueManager.UserId, InFlight>()
     let accepted = 0
     let inline = 0
     let refused = 0
     let sampleReply: string | undefined
 
     const download = (userId: QueueManager.UserId, bypass: boolean) =>
-      Effect.gen(function* () {
-        const now = inFlight.get(userId) ?? { normal: 0, all: 0 }
-        const next = { normal: now.normal + (bypass ? 0 : 1), all: now.all + 1 }
-        inFlight.set(userId, next)
-        const peak = peaks.get(userId) ?? { normal: 0, all: 0 }
-        peaks.set(userId, { normal: Math.max(peak.normal, next.normal), all: Math.max(peak.all, next.all) })
-        yield* Effect.sleep(yield* Random.nextIntBetween(10, options.maxDownloadMillis))
-      }).pipe(
-        Effect.ensuring(
-          Effect.sync(() => {
-            const now = inFlight.get(userId)!
-            inFlight.set(userId, { normal: now.normal - (bypass ? 0 : 1), all: now.all - 1 })
-          })
-        )
+      Effect.acquireUseRelease(
+        tracker.enter(userId, bypass),
+        (next) =>
+          Effect.gen(function* () {
+            const peak = peaks.get(userId) ?? { normal: 0, all: 0 }
+            peaks.set(userId, { normal: Math.max(peak.normal, next.normal), all: Math.max(peak.all, next.all) })
+            yield* Effect.sleep(yield* Random.nextIntBetween(10, options.maxDownloadMillis))
+          }),
+        () => tracker.exit(userId, bypass)
       )
 
     /** One link: from a chat message (the chat's slot) or inline mode (the sender's slot, bypassing). */

@@ -21,10 +21,10 @@
 import { Config, Context, Effect, Layer } from "effect"
 import type { ConfigError, HashMap, Scope } from "effect"
 import { limitFromEnv } from "./internal/config.js"
-import type { QueueFull } from "./internal/errors.js"
+import type { LeaseLost, QueueFull, QueueShutdown, StoreUnavailable } from "./internal/errors.js"
 import * as internal from "./internal/queueManager.js"
 
-export { QueueFull, RefusalReason } from "./internal/errors.js"
+export { LeaseLost, QueueFull, QueueShutdown, RefusalReason, StoreUnavailable } from "./internal/errors.js"
 
 /**
  * Who a slot belongs to: a Telegram chat id (negative for groups), a tenant name, an IP.
@@ -36,23 +36,108 @@ export { QueueFull, RefusalReason } from "./internal/errors.js"
 export type UserId = number | string
 
 /**
+ * Why an acquisition can fail: refused (`QueueFull`), shut down (`QueueShutdown`), or the
+ * store could not be reached (`StoreUnavailable`, Redis store only).
+ *
+ * @since 0.1.0
+ */
+export type SlotError = QueueFull | QueueShutdown | StoreUnavailable
+
+/**
+ * A per-user limit function (tiers): the limit of `userId`, given the current default
+ * `maxUserQueue`. Must return a whole number >= 0 (0 = no limit).
+ *
+ * @example
+ * ```ts
+ * // Telegram groups (negative ids) get 10, private chats the default
+ * const userLimit: QueueManager.UserLimit = (userId, maxUserQueue) =>
+ *   typeof userId === "number" && userId < 0 ? 10 : maxUserQueue
+ * ```
+ * @since 0.1.0
+ */
+export type UserLimit = (userId: UserId, maxUserQueue: number) => number
+
+/**
  * How a manager is built.
  *
  * @since 0.1.0
  */
 export interface Options {
-  /** Slots one user may hold at once; `0` means no per-user limit. A whole number >= 0. */
+  /** Slots one user may hold at once (the default of `userLimit`); `0` means no per-user limit. A whole number >= 0. */
   readonly maxUserQueue: number
+  /** Slots all users together may hold at once, bypass slots included; `0` or absent means none. */
+  readonly maxTotal?: number | undefined
+  /** Requests one user may have waiting (`onFull: "wait"`); past it a request is refused. Default 100; `0` means no bound. */
+  readonly maxWaitingPerUser?: number | undefined
+  /** Per-user limits (tiers); by default every user gets `maxUserQueue`. */
+  readonly userLimit?: UserLimit | undefined
 }
 
 /**
- * Per-call options of an acquisition.
+ * Options of `tryAcquire`.
  *
  * @since 0.1.0
  */
-export interface SlotOptions {
-  /** Skip the per-user check (the slot is still counted, and counts against later requests). */
+export interface AcquireOptions {
+  /** Skip the per-user check (the slot is still counted, against later requests and `maxTotal`). */
   readonly bypassUserLimit?: boolean | undefined
+}
+
+/**
+ * Options of `slot` and `withSlot`.
+ *
+ * @since 0.1.0
+ */
+export interface SlotOptions extends AcquireOptions {
+  /**
+   * What to do when no slot is free: `"reject"` (the default) fails at once with `QueueFull`;
+   * `"wait"` waits, holding nothing, first-in first-out per user, until a slot is handed to it
+   * (fails with `QueueFull` reason `"waiting"` if the user already has `maxWaitingPerUser`
+   * requests waiting). Bound the wait with `Effect.timeout`; an interrupted waiter leaves no trace.
+   */
+  readonly onFull?: "reject" | "wait" | undefined
+}
+
+/**
+ * The limits in force, for `resize`.
+ *
+ * @since 0.1.0
+ */
+export interface Limits {
+  /** The default per-user limit (0 = none). */
+  readonly maxUserQueue: number
+  /** The global limit (0 = none). */
+  readonly maxTotal: number
+}
+
+/**
+ * The totals `stats` returns.
+ *
+ * @since 0.1.0
+ */
+export interface Stats {
+  /** Slots held now, across all users. */
+  readonly inFlight: number
+  /** Users holding at least one slot. */
+  readonly activeUsers: number
+  /** Requests waiting now. */
+  readonly waiting: number
+  /** Users with at least one request waiting. */
+  readonly waitingUsers: number
+  /** Slots granted since the manager was built. */
+  readonly acquired: number
+  /** Requests refused since the manager was built, by reason. */
+  readonly refused: {
+    readonly user: number
+    readonly global: number
+    readonly waiting: number
+    readonly shutdown: number
+  }
+  readonly maxUserQueue: number
+  readonly maxTotal: number
+  readonly maxWaitingPerUser: number
+  /** Whether `shutdown` (or `drain`) was called. */
+  readonly shutdown: boolean
 }
 
 /**
@@ -61,34 +146,53 @@ export interface SlotOptions {
  * @since 0.1.0
  */
 export interface Service {
-  /** The per-user limit; `0` means none. */
+  /** The default per-user limit now (`0` = none); follows `resize`. */
   readonly maxUserQueue: number
+  /** The per-user limit that applies to `userId` (its tier, or `maxUserQueue`). */
+  readonly limitFor: (userId: UserId) => Effect.Effect<number>
   /** Slots `userId` holds now; `0` for a user never seen (nothing is created). */
-  readonly activeCount: (userId: UserId) => Effect.Effect<number>
+  readonly activeCount: (userId: UserId) => Effect.Effect<number, StoreUnavailable>
   /** The number of users holding at least one slot. */
-  readonly activeUsers: Effect.Effect<number>
+  readonly activeUsers: Effect.Effect<number, StoreUnavailable>
   /**
-   * Takes a slot if the user's limit allows it (or `bypassUserLimit` is set): `true`, and the
-   * caller must `release` it later; `false`, and nothing changed. Prefer `slot` or `withSlot`.
+   * Takes a slot if the limits allow it now: `true`, and the caller must `release` it later;
+   * `false`, and nothing changed. Never waits. Prefer `slot` or `withSlot`.
    */
-  readonly tryAcquire: (userId: UserId, options?: SlotOptions) => Effect.Effect<boolean>
+  readonly tryAcquire: (
+    userId: UserId,
+    options?: AcquireOptions
+  ) => Effect.Effect<boolean, QueueShutdown | StoreUnavailable>
   /** Gives back one slot of `userId`; a user holding none is left alone (counts never go negative). */
   readonly release: (userId: UserId) => Effect.Effect<void>
   /**
    * A slot held until the surrounding scope closes, then released exactly once whatever the
-   * exit. Fails with `QueueFull`, holding nothing, when the user is at its limit.
+   * exit. Refused (`QueueFull`, holding nothing) or waits, as `onFull` says.
    */
-  readonly slot: (userId: UserId, options?: SlotOptions) => Effect.Effect<void, QueueFull, Scope.Scope>
+  readonly slot: (userId: UserId, options?: SlotOptions) => Effect.Effect<void, SlotError, Scope.Scope>
   /**
-   * Runs `self` inside a slot of `userId`, released when `self` ends however it ends; fails
-   * with `QueueFull` without running `self` when the user is at its limit. The fast path.
+   * Runs `self` inside a slot of `userId`, released when `self` ends however it ends; when
+   * refused, fails without running `self`. The fast path. With a store whose slots are
+   * leases (Redis), a lost lease interrupts `self` and fails with `LeaseLost`.
    */
   readonly withSlot: (
     userId: UserId,
     options?: SlotOptions
-  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueFull, R>
+  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SlotError | LeaseLost, R>
   /** Every user holding a slot, with its count. */
-  readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>>
+  readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>, StoreUnavailable>
+  /** The totals: slots in flight, users, waiters, acquisitions, refusals by reason, limits. */
+  readonly stats: Effect.Effect<Stats, StoreUnavailable>
+  /**
+   * Changes the default per-user limit and/or `maxTotal` now. Lowering never revokes held
+   * slots; raising admits waiters at once. Fails with a `ConfigError` naming an invalid value.
+   */
+  readonly resize: (limits: Partial<Limits>) => Effect.Effect<void, ConfigError.ConfigError | StoreUnavailable>
+  /** Refuses every new acquisition and every waiting request with `QueueShutdown`; held slots finish normally. */
+  readonly shutdown: Effect.Effect<void>
+  /** Completes when no slot is held. */
+  readonly awaitIdle: Effect.Effect<void>
+  /** `shutdown`, then `awaitIdle`: for a graceful stop. */
+  readonly drain: Effect.Effect<void>
 }
 
 /**
@@ -101,7 +205,8 @@ export class QueueManager extends Context.Tag("effect-queue-manager/QueueManager
 
 /**
  * Builds a manager with empty state. Fails with a `ConfigError` naming the option and the
- * value when `maxUserQueue` is not a whole number >= 0.
+ * value when an option is invalid (a limit that is not a whole number >= 0, a `userLimit`
+ * that is not a function).
  *
  * @since 0.1.0
  */
@@ -120,12 +225,18 @@ export const layer = (options: Options): Layer.Layer<QueueManager, ConfigError.C
   Layer.effect(QueueManager, make(options))
 
 /**
- * The default configuration: `maxUserQueue` from `MAX_USER_QUEUE_SIZE`, 3 when the variable
- * is unset, empty or blank; anything but a whole number >= 0 is a `ConfigError`.
+ * The default configuration, from the environment: `maxUserQueue` from
+ * `MAX_USER_QUEUE_SIZE` (default 3), `maxTotal` from `MAX_TOTAL_SLOTS` (default 0 = none),
+ * `maxWaitingPerUser` from `MAX_WAITING_PER_USER` (default 100). An unset, empty or blank
+ * variable takes the default; anything but a whole number >= 0 is a `ConfigError`.
  *
  * @since 0.1.0
  */
-export const defaultConfig: Config.Config.Wrap<Options> = { maxUserQueue: limitFromEnv("MAX_USER_QUEUE_SIZE", 3) }
+export const defaultConfig: Config.Config.Wrap<Options> = {
+  maxUserQueue: limitFromEnv("MAX_USER_QUEUE_SIZE", 3),
+  maxTotal: limitFromEnv("MAX_TOTAL_SLOTS", 0),
+  maxWaitingPerUser: limitFromEnv("MAX_WAITING_PER_USER", 100)
+}
 
 /**
  * A layer reading its options from `Config`, by default {@link defaultConfig}.

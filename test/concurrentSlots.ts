@@ -6,39 +6,76 @@ export type Guard = (
   q: QueueManager.Service,
   userId: QueueManager.UserId,
   options: QueueManager.SlotOptions
-) => <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueManager.QueueFull, R>
+) => <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueManager.SlotError | QueueManager.LeaseLost, R>
 
 /** One request of a random concurrent program. */
 export interface Request {
   readonly user: number
   readonly bypass: boolean
   readonly form: "slot" | "withSlot"
+  readonly onFull: "reject" | "wait"
   readonly startAt: number
   readonly holdFor: number
   readonly outcome: "succeed" | "fail" | "die"
   readonly interruptAt: number | null
+  /** An `Effect.timeout` around the acquisition (`slot`) or the whole call (`withSlot`). */
+  readonly timeoutAfter: number | null
 }
 
-/** A random concurrent program: a per-user limit and requests that start, hold and end at random times. */
+/** A live resize at a random time. */
+export interface Resize {
+  readonly at: number
+  readonly maxUserQueue: number
+  readonly maxTotal: number
+}
+
+/** A random concurrent program: limits, and requests that start, hold and end at random times. */
 export interface Program {
   readonly limit: number
+  readonly maxTotal: number
+  /** User 0 gets one slot more than the default (a tier). */
+  readonly tiered: boolean
   readonly requests: ReadonlyArray<Request>
+  readonly resizes: ReadonlyArray<Resize>
 }
 
-const request: FastCheck.Arbitrary<Request> = FastCheck.record({
-  user: FastCheck.integer({ min: 0, max: 2 }),
-  bypass: FastCheck.boolean(),
-  form: FastCheck.constantFrom("slot", "withSlot"),
-  startAt: FastCheck.integer({ min: 0, max: 20 }),
-  holdFor: FastCheck.integer({ min: 0, max: 20 }),
-  outcome: FastCheck.constantFrom("succeed", "fail", "die"),
-  interruptAt: FastCheck.option(FastCheck.integer({ min: 0, max: 40 }))
+const time = FastCheck.integer({ min: 0, max: 20 })
+const none = <A>() => FastCheck.constant<A | null>(null)
+
+const request = (scheduling: boolean): FastCheck.Arbitrary<Request> =>
+  FastCheck.record({
+    user: FastCheck.integer({ min: 0, max: 2 }),
+    bypass: FastCheck.boolean(),
+    form: FastCheck.constantFrom("slot", "withSlot"),
+    onFull: scheduling ? FastCheck.constantFrom("reject", "wait") : FastCheck.constant("reject"),
+    startAt: time,
+    holdFor: time,
+    outcome: FastCheck.constantFrom("succeed", "fail", "die"),
+    interruptAt: FastCheck.option(FastCheck.integer({ min: 0, max: 40 })),
+    timeoutAfter: scheduling ? FastCheck.option(FastCheck.integer({ min: 0, max: 30 })) : none<number>()
+  })
+
+const limit = FastCheck.integer({ min: 0, max: 3 })
+
+/** Programs of up to 30 requests over 3 users, refusing at once, with a per-user limit of 0 (none) to 3. */
+export const program: FastCheck.Arbitrary<Program> = FastCheck.record({
+  limit,
+  maxTotal: FastCheck.constant(0),
+  tiered: FastCheck.constant(false),
+  requests: FastCheck.array(request(false), { maxLength: 30 }),
+  resizes: FastCheck.constant([])
 })
 
-/** Programs of up to 30 requests over 3 users with a limit of 0 (none) to 3. */
-export const program: FastCheck.Arbitrary<Program> = FastCheck.record({
-  limit: FastCheck.integer({ min: 0, max: 3 }),
-  requests: FastCheck.array(request, { maxLength: 30 })
+/** The same mixed with waiting, a global cap, a tier and live resizes. */
+export const scheduledProgram: FastCheck.Arbitrary<Program> = FastCheck.record({
+  limit,
+  maxTotal: limit,
+  tiered: FastCheck.boolean(),
+  requests: FastCheck.array(request(true), { maxLength: 30 }),
+  resizes: FastCheck.array(
+    FastCheck.record({ at: FastCheck.integer({ min: 0, max: 40 }), maxUserQueue: limit, maxTotal: limit }),
+    { maxLength: 3 }
+  )
 })
 
 /** The library's own forms: `slot` in a scope of its own, or `withSlot`. */
@@ -48,25 +85,35 @@ export const libraryGuard =
   (body) =>
     form === "slot" ? Effect.scoped(Effect.zipRight(q.slot(userId, options), body)) : q.withSlot(userId, options)(body)
 
+/** The highest bound among `values`, or `Infinity` if any of them is 0 (no limit). */
+const loosest = (values: ReadonlyArray<number>) => (values.includes(0) ? Infinity : Math.max(...values))
+
 /**
  * Runs `prog` on a fresh manager under the TestClock and returns every broken invariant:
- * a body running without its slot counted, more than `limit` normal slots in flight for a
- * user, or state left behind once every request has ended.
+ * a body running without its slot counted, a user or all users above the loosest limit in
+ * force during the run, a request that never ended, or state left behind at the end.
  */
 export const violations = (prog: Program, guardFor: (form: Request["form"]) => Guard) =>
   Effect.gen(function* () {
-    const q = yield* QueueManager.make({ maxUserQueue: prog.limit })
+    const userLimit: QueueManager.UserLimit = (userId, base) => (prog.tiered && userId === 0 ? base + 1 : base)
+    const q = yield* QueueManager.make({ maxUserQueue: prog.limit, maxTotal: prog.maxTotal, userLimit })
+    const defaults = [prog.limit, ...prog.resizes.map((r) => r.maxUserQueue)]
+    const userBound = (user: number) => loosest(defaults.map((base) => userLimit(user, base)))
+    const totalBound = loosest([prog.maxTotal, ...prog.resizes.map((r) => r.maxTotal)])
     const found: Array<string> = []
     const running = new Map<number, { all: number; normal: number }>()
+    let total = 0
 
     const body = (r: Request) =>
       Effect.gen(function* () {
         const now = running.get(r.user) ?? { all: 0, normal: 0 }
         const next = { all: now.all + 1, normal: now.normal + (r.bypass ? 0 : 1) }
         running.set(r.user, next)
+        total++
         const counted = yield* q.activeCount(r.user)
         if (counted < next.all) found.push(`user ${r.user}: ${next.all} bodies running, ${counted} slots counted`)
-        if (prog.limit > 0 && next.normal > prog.limit) found.push(`user ${r.user}: ${next.normal} > ${prog.limit}`)
+        if (next.normal > userBound(r.user)) found.push(`user ${r.user}: ${next.normal} > ${userBound(r.user)}`)
+        if (total > totalBound) found.push(`${total} bodies running > maxTotal ${totalBound}`)
         yield* Effect.sleep(r.holdFor)
         if (r.outcome === "fail") yield* Effect.fail("failed")
         if (r.outcome === "die") yield* Effect.die("died")
@@ -75,14 +122,26 @@ export const violations = (prog: Program, guardFor: (form: Request["form"]) => G
           Effect.sync(() => {
             const now = running.get(r.user)!
             running.set(r.user, { all: now.all - 1, normal: now.normal - (r.bypass ? 0 : 1) })
+            total--
           })
         )
       )
 
+    const call = (r: Request) => {
+      const guard = guardFor(r.form)(q, r.user, { bypassUserLimit: r.bypass, onFull: r.onFull })
+      if (r.timeoutAfter === null) return guard(body(r))
+      return r.form === "slot"
+        ? Effect.scoped(
+            Effect.zipRight(
+              Effect.timeout(q.slot(r.user, { bypassUserLimit: r.bypass, onFull: r.onFull }), r.timeoutAfter),
+              body(r)
+            )
+          )
+        : Effect.timeout(guard(body(r)), r.timeoutAfter)
+    }
+
     const fibers = yield* Effect.forEach(prog.requests, (r) =>
-      Effect.fork(
-        Effect.zipRight(Effect.sleep(r.startAt), guardFor(r.form)(q, r.user, { bypassUserLimit: r.bypass })(body(r)))
-      ).pipe(
+      Effect.fork(Effect.zipRight(Effect.sleep(r.startAt), call(r))).pipe(
         Effect.tap((fiber) =>
           r.interruptAt === null
             ? Effect.void
@@ -90,16 +149,23 @@ export const violations = (prog: Program, guardFor: (form: Request["form"]) => G
         )
       )
     )
-    yield* TestClock.adjust(100)
-    yield* Effect.forEach(fibers, Fiber.await)
+    for (const r of prog.resizes) {
+      yield* Effect.fork(
+        Effect.zipRight(Effect.sleep(r.at), q.resize({ maxUserQueue: r.maxUserQueue, maxTotal: r.maxTotal }))
+      )
+    }
+    yield* TestClock.adjust(10_000)
+    fibers.forEach((fiber, i) => {
+      if (fiber.unsafePoll() === null) found.push(`request ${i} never ended`)
+    })
+    yield* Effect.forEach(fibers, Fiber.interrupt)
 
     const left = yield* q.snapshot
     if (HashMap.size(left) > 0) found.push(`state left behind: ${JSON.stringify(Array.from(left))}`)
-    if ((yield* q.activeUsers) !== 0) found.push("activeUsers is not 0 at the end")
-    for (const [user, n] of running) if (n.all !== 0) found.push(`user ${user}: ${n.all} bodies never ended`)
-    for (let user = 0; user < 3; user++) {
-      const count = yield* q.activeCount(user)
-      if (count !== 0) found.push(`user ${user}: activeCount ${count} at the end`)
+    const stats = yield* q.stats
+    if (stats.inFlight !== 0 || stats.activeUsers !== 0 || stats.waiting !== 0 || stats.waitingUsers !== 0) {
+      found.push(`stats not empty at the end: ${JSON.stringify(stats)}`)
     }
+    for (const [user, n] of running) if (n.all !== 0) found.push(`user ${user}: ${n.all} bodies never ended`)
     return found
   })

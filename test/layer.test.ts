@@ -54,7 +54,13 @@ describe("the singleton is the layer provided once", () => {
           slot: (userId) => Effect.fail(new QueueManager.QueueFull({ userId, reason: "user", active: 1, limit: 1 })),
           withSlot: (userId) => () =>
             Effect.fail(new QueueManager.QueueFull({ userId, reason: "user", active: 1, limit: 1 })),
-          snapshot: Effect.succeed(HashMap.make([1, 1]))
+          snapshot: Effect.succeed(HashMap.make([1, 1])),
+          limitFor: () => Effect.succeed(1),
+          stats: Effect.die("not used"),
+          resize: () => Effect.void,
+          shutdown: Effect.void,
+          awaitIdle: Effect.void,
+          drain: Effect.void
         })
       )
       const { results, active } = yield* program.pipe(Effect.provide(AlwaysFull))

@@ -39,15 +39,23 @@ describe("logs", () => {
         })
       )
       expect(lines).toEqual([
-        { level: "INFO", message: "QueueManager ready", annotations: { maxUserQueue: 1 } },
+        {
+          level: "INFO",
+          message: "QueueManager ready",
+          annotations: { maxUserQueue: 1, maxTotal: 0, maxWaitingPerUser: 100, tiers: false }
+        },
         {
           level: "DEBUG",
           message: "slot acquired",
           annotations: { userId: -42, active: 1, limit: 1, bypass: false }
         },
-        { level: "DEBUG", message: "slot refused", annotations: { userId: -42, active: 1, limit: 1, bypass: false } },
-        { level: "DEBUG", message: "slot released", annotations: { userId: -42, active: 0, limit: 1 } },
-        { level: "DEBUG", message: "release ignored: no slot held", annotations: { userId: -42, limit: 1 } }
+        {
+          level: "DEBUG",
+          message: "slot refused",
+          annotations: { userId: -42, reason: "user", active: 1, limit: 1, bypass: false }
+        },
+        { level: "DEBUG", message: "slot released", annotations: { userId: -42, active: 0 } },
+        { level: "DEBUG", message: "release ignored: no slot held", annotations: { userId: -42 } }
       ])
     })
   )

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, FastCheck, HashMap, TestContext } from "effect"
 import { QueueManager } from "../src/index.js"
-import { type Guard, libraryGuard, program, violations } from "./concurrentSlots.js"
+import { type Guard, libraryGuard, program, scheduledProgram, violations } from "./concurrentSlots.js"
 
 /** The seed's Python class, line for line: the reference the manager must agree with. */
 class SeedQueueManager {
@@ -68,6 +68,16 @@ describe("properties", () => {
     { fastCheck: { numRuns: 200 } }
   )
 
+  it.effect.prop(
+    "random programs mixing waiting, bypass, a global cap, tiers, resizes, timeouts, interruptions and defects stay within every limit, end every request and leave nothing",
+    [scheduledProgram],
+    ([prog]) =>
+      Effect.gen(function* () {
+        expect(yield* violations(prog, libraryGuard)).toEqual([])
+      }),
+    { fastCheck: { numRuns: 300 } }
+  )
+
   it.effect("the property finds the leak in a variant whose release is a plain sequenced step", () =>
     Effect.gen(function* () {
       const sequenced: Guard =
@@ -75,7 +85,7 @@ describe("properties", () => {
         <A, E, R>(body: Effect.Effect<A, E, R>) =>
           Effect.flatMap(
             q.tryAcquire(userId, options),
-            (acquired): Effect.Effect<A, E | QueueManager.QueueFull, R> =>
+            (acquired): Effect.Effect<A, E | QueueManager.SlotError | QueueManager.LeaseLost, R> =>
               acquired
                 ? Effect.zipLeft(body, q.release(userId))
                 : Effect.fail(new QueueManager.QueueFull({ userId, reason: "user", active: 0, limit: 0 }))

@@ -1,8 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Equal, HashMap } from "effect"
 import { QueueManager } from "../src/index.js"
+import { withManager } from "./support.js"
 
-const withManager = (maxUserQueue: number) => Effect.provide(QueueManager.layer({ maxUserQueue }))
+const withLimit = (maxUserQueue: number) => withManager({ maxUserQueue })
 const queue = QueueManager.QueueManager
 
 describe("semantics kept from the seed", () => {
@@ -15,7 +16,7 @@ describe("semantics kept from the seed", () => {
       expect(yield* q.tryAcquire(1)).toBe(false)
       expect(Equal.equals(yield* q.snapshot, before)).toBe(true)
       expect(yield* q.activeCount(1)).toBe(3)
-    }).pipe(withManager(3))
+    }).pipe(withLimit(3))
   )
 
   it.effect("limits are per user", () =>
@@ -25,7 +26,7 @@ describe("semantics kept from the seed", () => {
       expect(yield* q.tryAcquire("alice")).toBe(false)
       expect(yield* q.tryAcquire("bob")).toBe(true)
       expect([yield* q.activeCount("alice"), yield* q.activeCount("bob")]).toEqual([1, 1])
-    }).pipe(withManager(1))
+    }).pipe(withLimit(1))
   )
 
   it.effect("maxUserQueue = 0 means no limit", () =>
@@ -34,7 +35,7 @@ describe("semantics kept from the seed", () => {
       const results = yield* Effect.replicateEffect(q.tryAcquire(5), 100)
       expect(results.every((ok) => ok)).toBe(true)
       expect(yield* q.activeCount(5)).toBe(100)
-    }).pipe(withManager(0))
+    }).pipe(withLimit(0))
   )
 
   it.effect("bypass skips the check, is counted, and counts against later normal acquires", () =>
@@ -48,7 +49,7 @@ describe("semantics kept from the seed", () => {
       expect(yield* q.tryAcquire(1)).toBe(false)
       yield* q.release(1)
       expect(yield* q.tryAcquire(1)).toBe(true)
-    }).pipe(withManager(2))
+    }).pipe(withLimit(2))
   )
 
   it.effect("bypass slots are counted with limit 0 too", () =>
@@ -57,7 +58,7 @@ describe("semantics kept from the seed", () => {
       expect(yield* q.tryAcquire(9, { bypassUserLimit: true })).toBe(true)
       expect(yield* q.tryAcquire(9)).toBe(true)
       expect(yield* q.activeCount(9)).toBe(2)
-    }).pipe(withManager(0))
+    }).pipe(withLimit(0))
   )
 
   it.effect("releasing an unknown user is a no-op and counts never go negative", () =>
@@ -73,7 +74,7 @@ describe("semantics kept from the seed", () => {
       expect(yield* q.activeCount(1)).toBe(0)
       expect(yield* q.tryAcquire(1)).toBe(true)
       expect(yield* q.activeCount(1)).toBe(1)
-    }).pipe(withManager(3))
+    }).pipe(withLimit(3))
   )
 
   it.effect("an entry disappears when its count reaches zero", () =>
@@ -83,7 +84,7 @@ describe("semantics kept from the seed", () => {
       yield* q.tryAcquire(2)
       yield* q.release(1)
       expect(Array.from(HashMap.keys(yield* q.snapshot))).toEqual([2])
-    }).pipe(withManager(3))
+    }).pipe(withLimit(3))
   )
 
   it.effect("activeUsers counts distinct users holding a slot", () =>
@@ -93,7 +94,7 @@ describe("semantics kept from the seed", () => {
       expect(yield* q.activeUsers).toBe(3)
       yield* q.release(2)
       expect(yield* q.activeUsers).toBe(2)
-    }).pipe(withManager(3))
+    }).pipe(withLimit(3))
   )
 
   it.effect("activeCount of an unseen user is 0 and creates nothing", () =>
@@ -102,7 +103,7 @@ describe("semantics kept from the seed", () => {
       expect(yield* q.activeCount(12345)).toBe(0)
       expect(yield* q.activeUsers).toBe(0)
       expect(HashMap.size(yield* q.snapshot)).toBe(0)
-    }).pipe(withManager(3))
+    }).pipe(withLimit(3))
   )
 
   it.effect("1,000 concurrent acquires for one user with limit 3: exactly 3 succeed", () =>
@@ -116,7 +117,7 @@ describe("semantics kept from the seed", () => {
       )
       expect(results.filter((ok) => ok).length).toBe(3)
       expect(yield* q.activeCount(77)).toBe(3)
-    }).pipe(withManager(3))
+    }).pipe(withLimit(3))
   )
 
   it.effect("negative group ids, ids above 2^31 and strings are distinct users", () =>
@@ -127,6 +128,6 @@ describe("semantics kept from the seed", () => {
       for (const id of ids) expect(yield* q.tryAcquire(id)).toBe(false)
       expect(yield* q.activeUsers).toBe(ids.length)
       for (const id of ids) expect(yield* q.activeCount(id)).toBe(1)
-    }).pipe(withManager(1))
+    }).pipe(withLimit(1))
   )
 })

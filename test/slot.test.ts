@@ -1,12 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber, Option } from "effect"
 import { QueueManager } from "../src/index.js"
+import { holdOne, withManager } from "./support.js"
 
 type Guard = (
   q: QueueManager.Service,
   userId: QueueManager.UserId,
   options?: QueueManager.SlotOptions
-) => <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueManager.QueueFull, R>
+) => <A, E, R>(body: Effect.Effect<A, E, R>) => Effect.Effect<A, E | QueueManager.SlotError | QueueManager.LeaseLost, R>
 
 /** The two public ways of running a body inside a slot. */
 const guards: ReadonlyArray<[string, Guard]> = [
@@ -14,19 +15,7 @@ const guards: ReadonlyArray<[string, Guard]> = [
   ["withSlot", (q, userId, options) => q.withSlot(userId, options)]
 ]
 
-/** Holds one slot of `userId` in a background fiber until the test's scope closes. */
-const holdOne = (q: QueueManager.Service, userId: QueueManager.UserId) =>
-  Effect.gen(function* () {
-    const held = yield* Deferred.make<void>()
-    yield* Effect.forkScoped(
-      Effect.scoped(
-        q.slot(userId).pipe(Effect.zipRight(Deferred.succeed(held, undefined)), Effect.zipRight(Effect.never))
-      )
-    )
-    yield* Deferred.await(held)
-  })
-
-const provide = (maxUserQueue: number) => Effect.provide(QueueManager.layer({ maxUserQueue }))
+const provide = (maxUserQueue: number) => withManager({ maxUserQueue })
 
 describe.each(guards)("%s", (_name, guard) => {
   const exits: ReadonlyArray<[string, Effect.Effect<unknown, string>]> = [

@@ -46,3 +46,47 @@ export class QueueFull extends Schema.TaggedError<QueueFull>()("QueueFull", {
     }
   }
 }
+
+/**
+ * The manager was shut down (`shutdown` or `drain`): new acquisitions and every request
+ * still waiting fail with this. Slots already held finish normally.
+ *
+ * @since 0.1.0
+ */
+export class QueueShutdown extends Schema.TaggedError<QueueShutdown>()("QueueShutdown", {
+  userId: Schema.Union(Schema.Number, Schema.String)
+}) {
+  override get message(): string {
+    return `the queue manager is shut down (request of user ${this.userId})`
+  }
+}
+
+/**
+ * The store behind the manager (Redis) could not be reached, or answered something that
+ * is not what it should be, within the time allowed. `operation` names what was tried.
+ * The in-memory store never fails this way.
+ *
+ * @since 0.1.0
+ */
+export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", {
+  operation: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `the queue store is unavailable (${this.operation}): ${this.reason}`
+  }
+}
+
+/**
+ * A slot's lease expired before it could be renewed (a long pause, a network cut) and may
+ * now belong to someone else: `withSlot` interrupts its body and fails with this.
+ *
+ * @since 0.1.0
+ */
+export class LeaseLost extends Schema.TaggedError<LeaseLost>()("LeaseLost", {
+  userId: Schema.Union(Schema.Number, Schema.String)
+}) {
+  override get message(): string {
+    return `the slot of user ${this.userId} was lost: its lease expired before it was renewed`
+  }
+}

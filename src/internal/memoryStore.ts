@@ -1,49 +1,55 @@
-import { Effect, HashMap, Option, Ref } from "effect"
-import type { UserId } from "../QueueManager.js"
+import { Effect } from "effect"
+import { QueueShutdown } from "./errors.js"
+import { Scheduler, type Waiter } from "./scheduler.js"
+import type { Store } from "./store.js"
 
-/** The outcome of one atomic acquisition attempt: whether a slot was taken and the user's count after it. */
-export interface Acquisition {
-  readonly acquired: boolean
-  readonly active: number
-}
-
-/**
- * The state boundary behind the QueueManager policy: per-user counts of held slots,
- * each operation one atomic step. An entry exists only while its count is above zero.
- */
-export interface Store {
-  /** Takes a slot unless `limit > 0`, `bypass` is false and the user already holds `limit`. */
-  readonly acquire: (userId: UserId, limit: number, bypass: boolean) => Effect.Effect<Acquisition>
-  /** Gives one slot back; the count after it, or `undefined` when the user held none. */
-  readonly release: (userId: UserId) => Effect.Effect<number | undefined>
-  /** The number of slots `userId` holds. */
-  readonly count: (userId: UserId) => Effect.Effect<number>
-  /** The number of users holding at least one slot. */
-  readonly users: Effect.Effect<number>
-  /** Every user holding a slot, with its count. */
-  readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>>
-}
-
-/** The in-memory store: a `Ref` of an immutable `HashMap`, updated with `Ref.modify`. */
-export const makeMemoryStore: Effect.Effect<Store> = Effect.map(
-  Ref.make(HashMap.empty<UserId, number>()),
-  (ref): Store => ({
-    acquire: (userId, limit, bypass) =>
-      Ref.modify(ref, (counts): readonly [Acquisition, HashMap.HashMap<UserId, number>] => {
-        const active = Option.getOrElse(HashMap.get(counts, userId), () => 0)
-        return !bypass && limit > 0 && active >= limit
-          ? [{ acquired: false, active }, counts]
-          : [{ acquired: true, active: active + 1 }, HashMap.set(counts, userId, active + 1)]
-      }),
-    release: (userId) =>
-      Ref.modify(ref, (counts) => {
-        const active = HashMap.get(counts, userId)
-        if (Option.isNone(active)) return [undefined, counts]
-        const left = active.value - 1
-        return [left, left > 0 ? HashMap.set(counts, userId, left) : HashMap.remove(counts, userId)]
-      }),
-    count: (userId) => Effect.map(Ref.get(ref), (counts) => Option.getOrElse(HashMap.get(counts, userId), () => 0)),
-    users: Effect.map(Ref.get(ref), HashMap.size),
-    snapshot: Ref.get(ref)
+/** Suspends until `waiter` is admitted (succeeds) or refused by a shutdown (fails). */
+const awaitAdmission = (waiter: Waiter) =>
+  Effect.async<void, QueueShutdown>((resume) => {
+    const wake = (admitted: boolean) =>
+      resume(admitted ? Effect.void : Effect.fail(new QueueShutdown({ userId: waiter.userId })))
+    if (waiter.state === "waiting") waiter.wake = wake
+    else wake(waiter.state === "admitted")
   })
-)
+
+/** The in-memory store: one process, one `Scheduler`, nothing to install. */
+export const makeMemoryStore = (maxTotal: number, maxWaitingPerUser: number): Store => {
+  const scheduler = new Scheduler(maxTotal, maxWaitingPerUser)
+  return {
+    acquire: (userId, limit, bypass, wait) => Effect.sync(() => scheduler.acquire(userId, limit, bypass, wait)),
+    awaitTurn: (ticket) =>
+      Effect.as(awaitAdmission(ticket as Waiter), {
+        get active() {
+          return scheduler.count(ticket.userId)
+        },
+        lease: undefined
+      }),
+    leave: (ticket) => Effect.sync(() => scheduler.leave(ticket as Waiter)),
+    release: (userId) => Effect.sync(() => scheduler.release(userId)),
+    count: (userId) => Effect.sync(() => scheduler.count(userId)),
+    users: Effect.sync(() => scheduler.users),
+    snapshot: Effect.sync(() => scheduler.counts),
+    totals: Effect.sync(() => ({
+      inFlight: scheduler.inFlight,
+      activeUsers: scheduler.users,
+      waiting: scheduler.waiting,
+      waitingUsers: scheduler.waitingUsers,
+      acquired: scheduler.acquired,
+      refused: { ...scheduler.refused }
+    })),
+    maxTotal: () => scheduler.maxTotal,
+    resize: (maxTotal, limitOf) =>
+      Effect.sync(() => {
+        const limits = new Map(Array.from(scheduler.waitingUserIds(), (userId) => [userId, limitOf(userId)] as const))
+        scheduler.resize(maxTotal, limits)
+      }),
+    shutdown: Effect.sync(() => scheduler.shutdown()),
+    isShutdown: () => scheduler.isShutdown,
+    awaitIdle: Effect.async<void>((resume) => {
+      const cancel = scheduler.onIdle(() => resume(Effect.void))
+      return Effect.sync(cancel)
+    }),
+    local: scheduler,
+    now: scheduler
+  }
+}

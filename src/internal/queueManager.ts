@@ -1,56 +1,259 @@
-import { Effect } from "effect"
-import type { ConfigError } from "effect"
-import type { Options, Service, SlotOptions, UserId } from "../QueueManager.js"
+import {
+  Cause,
+  Clock,
+  ConfigError,
+  Context,
+  DefaultServices,
+  Effect,
+  Exit,
+  FiberRef,
+  LogLevel,
+  Metric,
+  Tracer
+} from "effect"
+import type { Fiber } from "effect"
+import type { AcquireOptions, Options, Service, SlotOptions, UserId, UserLimit } from "../QueueManager.js"
+import * as QueueMetrics from "../QueueMetrics.js"
 import { validateLimit } from "./config.js"
-import { QueueFull } from "./errors.js"
+import { QueueFull, QueueShutdown, type StoreUnavailable } from "./errors.js"
+import { makeReporter } from "./metrics.js"
 import { makeMemoryStore } from "./memoryStore.js"
+import type { Grant, Outcome, Store } from "./store.js"
 import { withValidUserId } from "./userId.js"
 
-const logAt = (message: string, annotations: Record<string, unknown>) =>
-  Effect.annotateLogs(Effect.logDebug(message), annotations)
+type Restore = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+type RuntimeFiber = Fiber.RuntimeFiber<unknown, unknown>
+
+/** Effect's built-in tracer: its spans reach no exporter, so we skip ours while it is in use. */
+const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+
+/**
+ * Runs `body` with its fiber, inside a span `name` when a tracer is installed (e.g.
+ * OpenTelemetry). With the built-in tracer, or tracing disabled, no span is made: a span
+ * costs more than the whole hit path.
+ */
+const traced = <A, E, R>(
+  name: string,
+  attributes: Record<string, unknown>,
+  body: (fiber: RuntimeFiber) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.withFiberRuntime((fiber) =>
+    fiber.currentTracer === builtInTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)
+      ? body(fiber)
+      : Effect.withSpan(body(fiber), name, { attributes, captureStackTrace: false })
+  )
+
+/** `first` then `second`, skipping `first` when it is `Effect.void` (disabled logs on the hit path). */
+const andThen = <A, E, R>(first: Effect.Effect<void>, second: Effect.Effect<A, E, R>) =>
+  first === Effect.void ? second : Effect.zipRight(first, second)
+
+/** Logs at debug level, skipping the work when the fiber's minimum level filters it out. */
+const debug = (fiber: RuntimeFiber, message: string, annotations: Record<string, unknown>) =>
+  LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Debug)
+    ? Effect.void
+    : Effect.annotateLogs(Effect.logDebug(message), annotations)
+
+const validateUserLimit = (userLimit: unknown) =>
+  userLimit === undefined || typeof userLimit === "function"
+    ? Effect.succeed(userLimit as UserLimit | undefined)
+    : Effect.fail(
+        ConfigError.InvalidData(
+          ["userLimit"],
+          `userLimit must be a function (userId, maxUserQueue) => number, got ${typeof userLimit}`
+        )
+      )
+
+/** Builds a store for a manager's global options. */
+export type MakeStore<E, R> = (maxTotal: number, maxWaitingPerUser: number) => Effect.Effect<Store, E, R>
 
 /** Builds the QueueManager service over a fresh in-memory store. */
 export const make = (options: Options): Effect.Effect<Service, ConfigError.ConfigError> =>
-  Effect.gen(function* () {
-    const limit = yield* validateLimit("maxUserQueue", options.maxUserQueue)
-    const store = yield* makeMemoryStore
+  makeWith(options, (maxTotal, maxWaitingPerUser) => Effect.sync(() => makeMemoryStore(maxTotal, maxWaitingPerUser)))
 
-    const acquire = (userId: UserId, options: SlotOptions | undefined) => {
-      const bypass = options?.bypassUserLimit === true
-      return Effect.tap(store.acquire(userId, limit, bypass), ({ acquired, active }) =>
-        logAt(acquired ? "slot acquired" : "slot refused", { userId, active, limit, bypass })
+/** Builds the QueueManager service (the policy) over the store `makeStore` builds. */
+export const makeWith = <E, R>(
+  options: Options,
+  makeStore: MakeStore<E, R>
+): Effect.Effect<Service, ConfigError.ConfigError | E, R> =>
+  Effect.gen(function* () {
+    let maxUserQueue = yield* validateLimit("maxUserQueue", options.maxUserQueue)
+    const maxTotal = yield* validateLimit("maxTotal", options.maxTotal ?? 0)
+    const maxWaitingPerUser = yield* validateLimit("maxWaitingPerUser", options.maxWaitingPerUser ?? 100)
+    const userLimit = yield* validateUserLimit(options.userLimit)
+    const store = yield* makeStore(maxTotal, maxWaitingPerUser)
+    const reporter = makeReporter(store.local)
+    const report = (fiber: RuntimeFiber) => reporter(fiber.getFiberRef(FiberRef.currentMetricLabels))
+
+    /** The limit of `userId` under the default `base`; a tier function returning garbage is a defect. */
+    const limitUnder = (userId: UserId, base: number): number => {
+      if (userLimit === undefined) return base
+      const limit = userLimit(userId, base)
+      if (Number.isSafeInteger(limit) && limit >= 0) return limit
+      throw new Cause.IllegalArgumentException(
+        `QueueManager: userLimit(${JSON.stringify(userId)}) returned ${String(limit)}: must be a whole number >= 0 (0 = no limit)`
       )
     }
 
-    const take = (userId: UserId, options: SlotOptions | undefined) =>
-      Effect.flatMap(acquire(userId, options), ({ acquired, active }) =>
-        acquired ? Effect.void : Effect.fail(new QueueFull({ userId, reason: "user", active, limit }))
+    const release = (userId: UserId, grant: Grant | undefined) =>
+      traced("QueueManager.release", { userId }, (fiber) => {
+        const released = (active: number | undefined) => {
+          report(fiber)
+          return active === undefined
+            ? debug(fiber, "release ignored: no slot held", { userId })
+            : debug(fiber, "slot released", { userId, active })
+        }
+        return store.now
+          ? released(store.now.release(userId))
+          : Effect.flatMap(store.release(userId, grant?.lease), released)
+      })
+
+    /**
+     * Takes a slot of `userId` (refusing or waiting as `options` say), then runs `use` with the
+     * grant; `use` must register the release before running `announce`. Uninterruptible
+     * except for the wait and what `use` restores.
+     */
+    const acquire = <A, E, R>(
+      name: string,
+      userId: UserId,
+      options: SlotOptions | undefined,
+      use: (restore: Restore, announce: Effect.Effect<void>, grant: Grant) => Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E | QueueFull | QueueShutdown | StoreUnavailable, R> =>
+      withValidUserId(userId, (id) =>
+        Effect.uninterruptibleMask((restore) =>
+          traced<A, E | QueueFull | QueueShutdown | StoreUnavailable, R>(name, { userId: id, ...options }, (fiber) => {
+            const bypass = options?.bypassUserLimit === true
+            const limit = limitUnder(id, maxUserQueue)
+            const wait = options?.onFull === "wait"
+            const decide = (
+              outcome: Outcome
+            ): Effect.Effect<A, E | QueueFull | QueueShutdown | StoreUnavailable, R> => {
+              report(fiber)
+              switch (outcome._tag) {
+                case "Acquired":
+                  return use(
+                    restore,
+                    debug(fiber, "slot acquired", { userId: id, active: outcome.grant.active, limit, bypass }),
+                    outcome.grant
+                  )
+                case "Refused": {
+                  const { reason, active, limit } = outcome
+                  return Effect.zipRight(
+                    debug(fiber, "slot refused", { userId: id, reason, active, limit, bypass }),
+                    Effect.fail(new QueueFull({ userId: id, reason, active, limit }))
+                  )
+                }
+                case "Shutdown":
+                  return Effect.fail(new QueueShutdown({ userId: id }))
+                case "Waiting": {
+                  const ticket = outcome.ticket
+                  return Effect.flatMap(Clock.currentTimeMillis, (since) =>
+                    debug(fiber, "slot waiting", { userId: id, waiting: store.local.waiting, bypass }).pipe(
+                      Effect.zipRight(restore(store.awaitTurn(ticket))),
+                      Effect.onExit((exit) =>
+                        Exit.isSuccess(exit) ? Effect.void : Effect.tap(store.leave(ticket), () => report(fiber))
+                      ),
+                      Effect.flatMap((grant) =>
+                        use(
+                          restore,
+                          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+                            report(fiber)
+                            return Effect.zipRight(
+                              Metric.update(QueueMetrics.waitTime, (now - since) / 1000),
+                              debug(fiber, "slot acquired after waiting", {
+                                userId: id,
+                                active: grant.active,
+                                limit,
+                                bypass,
+                                waitedMillis: now - since
+                              })
+                            )
+                          }),
+                          grant
+                        )
+                      )
+                    )
+                  )
+                }
+              }
+            }
+            return store.now
+              ? decide(store.now.acquire(id, limit, bypass, wait))
+              : Effect.flatMap(store.acquire(id, limit, bypass, wait), decide)
+          })
+        )
       )
 
-    const release = (userId: UserId) =>
-      Effect.flatMap(store.release(userId), (active) =>
-        active === undefined
-          ? logAt("release ignored: no slot held", { userId, limit })
-          : logAt("slot released", { userId, active, limit })
-      )
+    const resize: Service["resize"] = (limits) =>
+      Effect.gen(function* () {
+        const nextDefault =
+          limits.maxUserQueue === undefined ? maxUserQueue : yield* validateLimit("maxUserQueue", limits.maxUserQueue)
+        const nextTotal =
+          limits.maxTotal === undefined ? store.maxTotal() : yield* validateLimit("maxTotal", limits.maxTotal)
+        yield* store.resize(nextTotal, (userId) => limitUnder(userId, nextDefault))
+        maxUserQueue = nextDefault
+        yield* Effect.withFiberRuntime((fiber) => {
+          report(fiber)
+          return Effect.annotateLogs(Effect.logInfo("QueueManager resized"), { maxUserQueue, maxTotal: nextTotal })
+        })
+      })
 
-    yield* Effect.annotateLogs(Effect.logInfo("QueueManager ready"), { maxUserQueue: limit })
+    const shutdown = Effect.withFiberRuntime((fiber) => {
+      const first = !store.isShutdown()
+      return Effect.zipRight(
+        store.shutdown,
+        Effect.suspend(() => {
+          report(fiber)
+          return first
+            ? Effect.annotateLogs(Effect.logInfo("QueueManager shut down"), { inFlight: store.local.inFlight })
+            : Effect.void
+        })
+      )
+    })
+
+    yield* Effect.annotateLogs(Effect.logInfo("QueueManager ready"), {
+      maxUserQueue,
+      maxTotal,
+      maxWaitingPerUser,
+      tiers: userLimit !== undefined
+    })
 
     return {
-      maxUserQueue: limit,
+      get maxUserQueue() {
+        return maxUserQueue
+      },
+      limitFor: (userId) => withValidUserId(userId, (id) => Effect.sync(() => limitUnder(id, maxUserQueue))),
       activeCount: (userId) => withValidUserId(userId, store.count),
       activeUsers: store.users,
-      tryAcquire: (userId, options) =>
-        withValidUserId(userId, (id) => Effect.map(acquire(id, options), ({ acquired }) => acquired)),
-      release: (userId) => withValidUserId(userId, release),
+      tryAcquire: (userId: UserId, options?: AcquireOptions) =>
+        acquire("QueueManager.tryAcquire", userId, options, (_restore, announce) => Effect.as(announce, true)).pipe(
+          Effect.catchTag("QueueFull", () => Effect.succeed(false))
+        ),
+      release: (userId) => withValidUserId(userId, (id) => release(id, undefined)),
       slot: (userId, options) =>
-        withValidUserId(userId, (id) => Effect.acquireRelease(take(id, options), () => release(id))),
-      withSlot: (userId, options) => (self) =>
-        withValidUserId(userId, (id) =>
-          Effect.uninterruptibleMask((restore) =>
-            Effect.zipRight(take(id, options), Effect.ensuring(restore(self), release(id)))
+        acquire("QueueManager.slot", userId, options, (_restore, announce, grant) =>
+          Effect.zipRight(
+            Effect.addFinalizer(() => release(userId, grant)),
+            announce
           )
         ),
-      snapshot: store.snapshot
-    }
+      withSlot: (userId, options) => (self) =>
+        acquire("QueueManager.withSlot", userId, options, (restore, announce, grant) =>
+          Effect.ensuring(
+            andThen(announce, restore(grant.lease === undefined ? self : Effect.raceFirst(self, grant.lease.lost))),
+            release(userId, grant)
+          )
+        ),
+      snapshot: store.snapshot,
+      stats: Effect.map(store.totals, (totals) => ({
+        ...totals,
+        maxUserQueue,
+        maxTotal: store.maxTotal(),
+        maxWaitingPerUser,
+        shutdown: store.isShutdown()
+      })),
+      resize,
+      shutdown,
+      awaitIdle: store.awaitIdle,
+      drain: Effect.zipRight(shutdown, store.awaitIdle)
+    } satisfies Service
   })

@@ -1,0 +1,143 @@
+/**
+ * A QueueManager whose state lives in Redis, so several processes share one set of
+ * per-user limits, one global cap and one set of waiting lines. Provide its layer instead
+ * of `QueueManager.layer`; programs keep working unchanged.
+ *
+ * @example
+ * ```ts
+ * import { QueueManager } from "effect-queue-manager"
+ * import * as RedisStore from "effect-queue-manager/RedisStore"
+ *
+ * const QueueLive = RedisStore.layer({ maxUserQueue: 3, redis: "redis://127.0.0.1:6379", prefix: "downloads" })
+ * ```
+ * @since 0.1.0
+ */
+import { Config, ConfigError, Duration, Effect, Layer } from "effect"
+import type { Scope } from "effect"
+import type { RedisOptions } from "ioredis"
+import * as QueueManager from "./QueueManager.js"
+import { limitFromEnv } from "./internal/config.js"
+import type { StoreUnavailable } from "./internal/errors.js"
+import { withFallback } from "./internal/fallbackStore.js"
+import { makeMemoryStore } from "./internal/memoryStore.js"
+import { makeWith } from "./internal/queueManager.js"
+import { makeRedisStore } from "./internal/redis/redisStore.js"
+
+/**
+ * The manager's options plus where Redis is and how leases behave.
+ *
+ * @since 0.1.0
+ */
+export interface Options extends QueueManager.Options {
+  /** A `redis://` URL or ioredis options. Default `redis://127.0.0.1:6379`. */
+  readonly redis?: string | RedisOptions | undefined
+  /** The key prefix; managers sharing it share their limits. Default `"queue-manager"`. */
+  readonly prefix?: string | undefined
+  /** How long a slot survives without renewal (a crashed process's slots come back after it). Default 30 seconds. */
+  readonly leaseTime?: Duration.DurationInput | undefined
+  /** How long one Redis call may take before it fails with `StoreUnavailable`. Default 1 second. */
+  readonly timeout?: Duration.DurationInput | undefined
+  /**
+   * What an acquisition does while Redis cannot be reached: `"fail"` (default) fails with
+   * `StoreUnavailable`; `"local"` falls back to this process's own in-memory limits (the same
+   * options, counted per process) until Redis answers again.
+   */
+  readonly onUnavailable?: "fail" | "local" | undefined
+}
+
+const positiveMillis = (name: string, value: Duration.DurationInput, minimum: number) =>
+  Effect.suspend(() => {
+    const millis = Duration.toMillis(Duration.decode(value))
+    return Number.isFinite(millis) && millis >= minimum
+      ? Effect.succeed(millis)
+      : Effect.fail(ConfigError.InvalidData([name], `${name} must be at least ${minimum} ms, got ${String(value)}`))
+  }).pipe(
+    Effect.catchAllDefect(() =>
+      Effect.fail(ConfigError.InvalidData([name], `${name} must be a duration, got ${JSON.stringify(value)}`))
+    )
+  )
+
+/**
+ * Builds a Redis-backed manager in `Scope` (its connections close with it). Fails with a
+ * `ConfigError` on invalid options and with `StoreUnavailable` when Redis cannot be reached
+ * or is not Redis.
+ *
+ * @since 0.1.0
+ */
+export const make = (
+  options: Options
+): Effect.Effect<QueueManager.Service, ConfigError.ConfigError | StoreUnavailable, Scope.Scope> =>
+  Effect.gen(function* () {
+    const prefix = options.prefix ?? "queue-manager"
+    if (typeof prefix !== "string" || prefix.length === 0 || /[{}]/.test(prefix)) {
+      return yield* Effect.fail(
+        ConfigError.InvalidData(
+          ["prefix"],
+          `prefix must be a non-empty string without braces, got ${JSON.stringify(prefix)}`
+        )
+      )
+    }
+    const leaseMillis = yield* positiveMillis("leaseTime", options.leaseTime ?? "30 seconds", 100)
+    const timeoutMillis = yield* positiveMillis("timeout", options.timeout ?? "1 second", 1)
+    const onUnavailable = options.onUnavailable ?? "fail"
+    if (onUnavailable !== "fail" && onUnavailable !== "local") {
+      return yield* Effect.fail(
+        ConfigError.InvalidData(
+          ["onUnavailable"],
+          `onUnavailable must be "fail" or "local", got ${JSON.stringify(onUnavailable)}`
+        )
+      )
+    }
+    const redis = options.redis ?? "redis://127.0.0.1:6379"
+    return yield* makeWith(options, (maxTotal, maxWaitingPerUser) =>
+      Effect.map(
+        makeRedisStore({ redis, prefix, leaseMillis, timeoutMillis }, maxTotal, maxWaitingPerUser),
+        (shared) =>
+          onUnavailable === "local" ? withFallback(shared, makeMemoryStore(maxTotal, maxWaitingPerUser)) : shared
+      )
+    )
+  })
+
+/**
+ * A layer building one Redis-backed manager: use it where `QueueManager.layer` was.
+ *
+ * @since 0.1.0
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<QueueManager.QueueManager, ConfigError.ConfigError | StoreUnavailable> =>
+  Layer.scoped(QueueManager.QueueManager, make(options))
+
+/**
+ * The default configuration: the manager's (`QueueManager.defaultConfig`), and `REDIS_URL`
+ * (default `redis://127.0.0.1:6379`), `REDIS_PREFIX` (default `queue-manager`),
+ * `REDIS_LEASE_SECONDS` (default 30), `REDIS_TIMEOUT_MS` (default 1000), `REDIS_ON_UNAVAILABLE`
+ * (`fail` or `local`, default `fail`).
+ *
+ * @since 0.1.0
+ */
+export const defaultConfig: Config.Config<Options> = Config.all({
+  options: Config.unwrap(QueueManager.defaultConfig),
+  redis: Config.string("REDIS_URL").pipe(Config.withDefault("redis://127.0.0.1:6379")),
+  prefix: Config.string("REDIS_PREFIX").pipe(Config.withDefault("queue-manager")),
+  leaseSeconds: limitFromEnv("REDIS_LEASE_SECONDS", 30),
+  timeoutMillis: limitFromEnv("REDIS_TIMEOUT_MS", 1000),
+  onUnavailable: Config.literal("fail", "local")("REDIS_ON_UNAVAILABLE").pipe(Config.withDefault("fail" as const))
+}).pipe(
+  Config.map(({ leaseSeconds, options, timeoutMillis, ...rest }) => ({
+    ...options,
+    ...rest,
+    leaseTime: Duration.seconds(leaseSeconds),
+    timeout: Duration.millis(timeoutMillis)
+  }))
+)
+
+/**
+ * A layer reading its options from `Config`, by default {@link defaultConfig}.
+ *
+ * @since 0.1.0
+ */
+export const layerConfig = (
+  config: Config.Config<Options> = defaultConfig
+): Layer.Layer<QueueManager.QueueManager, ConfigError.ConfigError | StoreUnavailable> =>
+  Layer.scoped(QueueManager.QueueManager, Effect.flatMap(config, make))

@@ -1,0 +1,89 @@
+import { Clock, Context, DefaultServices, Duration, Effect } from "effect"
+import type { Scope } from "effect"
+import { Redis, type RedisOptions } from "ioredis"
+import { StoreUnavailable } from "../errors.js"
+import * as scripts from "./scripts.js"
+
+/** Effect's live clock: leases live in Redis's real time, whatever clock the caller runs under (e.g. a TestClock). */
+export const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
+
+/** Sleeps in real time. */
+export const sleepLive = (millis: number) => Effect.withClock(Effect.sleep(Duration.millis(millis)), liveClock)
+
+/** A connection with the store's scripts defined on it (each one round trip: EVALSHA, loaded on first use). */
+export interface Connection {
+  readonly redis: Redis
+  readonly run: (script: keyof typeof scripts, args: ReadonlyArray<string | number>) => Promise<unknown>
+}
+
+const describe = (error: unknown) => (error instanceof Error ? error.message : String(error))
+
+/** Turns a failed or garbled Redis call into `StoreUnavailable` naming the operation. */
+export const unavailable = (operation: string) => (error: unknown) =>
+  new StoreUnavailable({ operation, reason: describe(error) })
+
+/**
+ * Opens a connection (a URL or ioredis options) and checks that the server is Redis 6.2 or
+ * later, within `timeoutMillis`; commands then fail after `timeoutMillis` instead of hanging,
+ * and at once while disconnected (ioredis reconnects in the background).
+ */
+export const connect = (
+  target: string | RedisOptions,
+  timeoutMillis: number,
+  operation: string
+): Effect.Effect<Connection, StoreUnavailable, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<Connection, StoreUnavailable>((resume) => {
+      const settings: RedisOptions = {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        commandTimeout: timeoutMillis,
+        connectTimeout: timeoutMillis,
+        retryStrategy: (times) => Math.min(50 * 2 ** times, 1000)
+      }
+      const redis = typeof target === "string" ? new Redis(target, settings) : new Redis({ ...target, ...settings })
+      let lastError = "no answer"
+      redis.on("error", (error: unknown) => (lastError = describe(error)))
+      const fail = (reason: string) => {
+        redis.disconnect()
+        resume(Effect.fail(new StoreUnavailable({ operation, reason })))
+      }
+      const timer = setTimeout(
+        () => fail(`no Redis answered within ${timeoutMillis} ms (${lastError}); is it a Redis server?`),
+        timeoutMillis
+      )
+      redis
+        .connect()
+        .then(() => redis.info("server"))
+        .then((info) => {
+          clearTimeout(timer)
+          const version = /redis_version:(\d+)\.(\d+)/.exec(info)
+          if (version === null) return fail(`the server does not look like Redis (INFO server has no redis_version)`)
+          if (Number(version[1]) * 100 + Number(version[2]) < 602) {
+            return fail(`Redis ${version[1]}.${version[2]} is too old: the queue store needs 6.2 or later`)
+          }
+          for (const [name, lua] of Object.entries(scripts)) redis.defineCommand(`qm_${name}`, { numberOfKeys: 0, lua })
+          const commands = redis as unknown as Record<
+            string,
+            (...args: ReadonlyArray<string | number>) => Promise<unknown>
+          >
+          resume(Effect.succeed({ redis, run: (script, args) => commands[`qm_${script}`]!(...args) }))
+        })
+        .catch((error: unknown) => {
+          clearTimeout(timer)
+          fail(`${describe(error)}; is it a Redis server?`)
+        })
+      return Effect.sync(() => {
+        clearTimeout(timer)
+        redis.disconnect()
+      })
+    }),
+    ({ redis }) =>
+      Effect.promise(() =>
+        redis.quit().then(
+          () => undefined,
+          () => redis.disconnect()
+        )
+      )
+  )

@@ -1,0 +1,335 @@
+import { Deferred, Duration, Effect, Fiber, FiberId, HashMap, Schedule } from "effect"
+import type { Scope } from "effect"
+import type { RedisOptions } from "ioredis"
+import type { UserId } from "../../QueueManager.js"
+import { LeaseLost, QueueShutdown, type RefusalReason, StoreUnavailable } from "../errors.js"
+import type { Grant, Lease, Local, Outcome, Store, Ticket, Totals } from "../store.js"
+import { type Connection, connect, liveClock, sleepLive, unavailable } from "./connection.js"
+
+/** How the Redis store is reached and how long a lease lives. */
+export interface RedisStoreSettings {
+  readonly redis: string | RedisOptions
+  readonly prefix: string
+  readonly leaseMillis: number
+  readonly timeoutMillis: number
+}
+
+const encode = (userId: UserId) => (typeof userId === "number" ? `n${userId}` : `s${userId}`)
+const decode = (key: string): UserId => (key[0] === "n" ? Number(key.slice(1)) : key.slice(1))
+
+const pairs = (flat: ReadonlyArray<string>) => {
+  const out: Array<[string, number]> = []
+  for (let i = 0; i < flat.length; i += 2) out.push([flat[i]!, Number(flat[i + 1])])
+  return out
+}
+
+/** A slot held in Redis: renewed by a fiber of its own until released; `lost` fails if it expires first. */
+class RedisLease implements Lease {
+  renewer: Fiber.RuntimeFiber<void> | undefined
+  constructor(
+    readonly id: string,
+    readonly userId: UserId,
+    readonly signal: Deferred.Deferred<never, LeaseLost>
+  ) {}
+  get lost() {
+    return Deferred.await(this.signal)
+  }
+}
+
+/** A request waiting in Redis; `signal` completes when it is admitted or refused. */
+class RedisTicket implements Ticket {
+  renewer: Fiber.RuntimeFiber<void> | undefined
+  constructor(
+    readonly id: string,
+    readonly userId: UserId,
+    readonly signal: Deferred.Deferred<Grant, QueueShutdown | StoreUnavailable>
+  ) {}
+}
+
+/**
+ * The Redis store: counts, leases, waiting lines and the global cap live in Redis and are
+ * changed only by the scripts in `scripts.ts`; this process keeps its own leases and tickets,
+ * renews them, and is woken through pub/sub when one of its tickets is admitted.
+ */
+export const makeRedisStore = (
+  settings: RedisStoreSettings,
+  maxTotal: number,
+  maxWaitingPerUser: number
+): Effect.Effect<Store, StoreUnavailable, Scope.Scope> =>
+  Effect.gen(function* () {
+    const { leaseMillis, timeoutMillis } = settings
+    const prefix = `{${settings.prefix}}`
+    const db: Connection = yield* connect(settings.redis, timeoutMillis, "connect")
+    const subscriber: Connection = yield* connect(settings.redis, timeoutMillis, "subscribe")
+    const processId = crypto.randomUUID()
+    const channel = `${prefix}:wake:${processId}`
+    let sequence = 0
+    const nextId = () => `${processId}:${(sequence++).toString(36)}`
+
+    const call = <A>(
+      operation: string,
+      script: Parameters<Connection["run"]>[0],
+      args: ReadonlyArray<string | number>
+    ) =>
+      Effect.tryPromise({ try: () => db.run(script, [prefix, ...args]) as Promise<A>, catch: unavailable(operation) })
+
+    // this process's part, for the metrics, awaitIdle and shutdown
+    const leases = new Map<UserId, Array<RedisLease>>()
+    const tickets = new Map<string, RedisTicket>()
+    const idle = new Set<() => void>()
+    const refused: Record<RefusalReason | "shutdown", number> = { user: 0, global: 0, waiting: 0, shutdown: 0 }
+    const local = { inFlight: 0, users: 0, waiting: 0, acquired: 0, refused } satisfies Local
+    let isShutdown = false
+
+    const forget = (lease: RedisLease) => {
+      const held = leases.get(lease.userId)
+      const at = held === undefined ? -1 : held.indexOf(lease)
+      if (at < 0) return false
+      held!.splice(at, 1)
+      if (held!.length === 0) leases.delete(lease.userId)
+      local.inFlight--
+      local.users = leases.size
+      if (lease.renewer !== undefined) Effect.runFork(Fiber.interrupt(lease.renewer))
+      if (local.inFlight === 0) {
+        for (const wake of idle) wake()
+        idle.clear()
+      }
+      return true
+    }
+
+    /** Renews `id` every third of a lease until interrupted; `onGone` when Redis no longer has it. */
+    const renewing = (id: string, onAdmitted: (() => void) | undefined, onGone: () => Effect.Effect<void>) =>
+      Effect.gen(function* () {
+        let renewedAt = Date.now()
+        while (true) {
+          yield* sleepLive(leaseMillis / 3)
+          const answer = yield* Effect.either(call<ReadonlyArray<number>>("renew", "renew", [leaseMillis, id]))
+          if (answer._tag === "Left") {
+            if (Date.now() - renewedAt >= leaseMillis) return yield* onGone()
+            continue
+          }
+          if (answer.right[0] === 0) return yield* onGone()
+          if (answer.right[0] === 1 && onAdmitted !== undefined) return onAdmitted()
+          renewedAt = Date.now()
+        }
+      })
+
+    const hold = (id: string, userId: UserId, active: number): Grant => {
+      const lease = new RedisLease(id, userId, Deferred.unsafeMake(FiberId.none))
+      const held = leases.get(userId)
+      if (held === undefined) leases.set(userId, [lease])
+      else held.push(lease)
+      local.inFlight++
+      local.acquired++
+      local.users = leases.size
+      lease.renewer = Effect.runFork(
+        renewing(id, undefined, () =>
+          Effect.sync(() => {
+            lease.renewer = undefined // this fiber: forget must not interrupt it
+            forget(lease)
+          }).pipe(
+            Effect.zipRight(Deferred.fail(lease.signal, new LeaseLost({ userId }))),
+            Effect.zipRight(Effect.logWarning("slot lost: its lease expired before it was renewed")),
+            Effect.annotateLogs({ userId })
+          )
+        )
+      )
+      return { active, lease }
+    }
+
+    const admitted = (ticket: RedisTicket, active: number) => {
+      if (!tickets.delete(ticket.id)) return
+      local.waiting = tickets.size
+      if (ticket.renewer !== undefined) Effect.runFork(Fiber.interrupt(ticket.renewer))
+      Deferred.unsafeDone(ticket.signal, Effect.succeed(hold(ticket.id, ticket.userId, active)))
+    }
+
+    /** Asks Redis where `ticket` stands, and delivers it if it was admitted. */
+    const check = (ticket: RedisTicket) =>
+      Effect.flatMap(call<ReadonlyArray<number>>("status", "status", [ticket.id]), (answer) =>
+        Effect.sync(() => {
+          if (answer[0] === 1) admitted(ticket, answer[1]!)
+          else if (answer[0] === 0 && tickets.delete(ticket.id)) {
+            local.waiting = tickets.size
+            Deferred.unsafeDone(
+              ticket.signal,
+              Effect.fail(new StoreUnavailable({ operation: "wait", reason: "the waiting request expired in Redis" }))
+            )
+          }
+        })
+      )
+
+    // a wake-up can overtake the reply that queued its ticket (they travel on two connections)
+    const early = new Map<string, number>()
+    subscriber.redis.on("message", (_channel: string, message: string) => {
+      const [id, active] = message.split(" ") as [string, string]
+      const ticket = tickets.get(id)
+      if (ticket !== undefined) admitted(ticket, Number(active))
+      else early.set(id, Number(active))
+    })
+    // after a reconnection a wake-up may have been missed: ask about every waiting ticket
+    subscriber.redis.on("ready", () => {
+      for (const ticket of tickets.values()) Effect.runFork(Effect.ignore(check(ticket)))
+    })
+    yield* Effect.tryPromise({ try: () => subscriber.redis.subscribe(channel), catch: unavailable("subscribe") })
+    yield* call("configure", "configure", [maxTotal])
+    let cap = maxTotal
+
+    /**
+     * Retries `script` on `id` in the background until Redis answers, for at most a lease time
+     * (after it the lease or ticket has expired anyway). Both scripts used here are no-ops the
+     * second time, so a retry never double-counts.
+     */
+    const retryInBackground = (script: "release" | "leave", id: string, error: StoreUnavailable) =>
+      Effect.zipRight(
+        Effect.forkDaemon(
+          call(script, script, [id]).pipe(
+            Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo(Duration.millis(leaseMillis)))),
+            Effect.ignore,
+            Effect.withClock(liveClock)
+          )
+        ),
+        Effect.logWarning(`${script} deferred until Redis answers: ${error.message}`)
+      )
+
+    const release = (lease: RedisLease): Effect.Effect<number | undefined> =>
+      forget(lease)
+        ? call<number>("release", "release", [lease.id]).pipe(
+            Effect.map((left) => (left < 0 ? undefined : left)),
+            Effect.catchAll((error) => Effect.as(retryInBackground("release", lease.id, error), undefined))
+          )
+        : Effect.succeed(undefined)
+
+    const store: Store = {
+      acquire: (userId, limit, bypass, wait) =>
+        Effect.suspend((): Effect.Effect<Outcome, StoreUnavailable> => {
+          if (isShutdown) {
+            refused.shutdown++
+            return Effect.succeed({ _tag: "Shutdown" })
+          }
+          const id = nextId()
+          const args = [
+            encode(userId),
+            limit,
+            bypass ? 1 : 0,
+            wait ? 1 : 0,
+            maxWaitingPerUser,
+            leaseMillis,
+            id,
+            channel,
+            cap
+          ]
+          const answered = call<ReadonlyArray<number | string>>("acquire", "acquire", args).pipe(
+            // the script may still run once Redis answers (a pause, a late reply): undo whatever it did
+            Effect.tapError((error) =>
+              Effect.zipRight(
+                Effect.sync(() => early.delete(id)),
+                retryInBackground("leave", id, error)
+              )
+            )
+          )
+          return Effect.map(answered, (answer): Outcome => {
+            if (answer[0] === 1) return { _tag: "Acquired", grant: hold(id, userId, Number(answer[1])) }
+            if (answer[0] === 0) {
+              const reason = answer[1] as RefusalReason
+              refused[reason]++
+              return { _tag: "Refused", reason, active: Number(answer[2]), limit: Number(answer[3]) }
+            }
+            const ticket = new RedisTicket(id, userId, Deferred.unsafeMake(FiberId.none))
+            tickets.set(id, ticket)
+            local.waiting = tickets.size
+            const active = early.get(id)
+            if (active !== undefined) {
+              early.delete(id)
+              admitted(ticket, active)
+              return { _tag: "Waiting", ticket }
+            }
+            ticket.renewer = Effect.runFork(
+              renewing(
+                id,
+                () => Effect.runFork(Effect.ignore(check(ticket))),
+                () => Effect.ignore(check(ticket))
+              )
+            )
+            return { _tag: "Waiting", ticket }
+          })
+        }),
+      awaitTurn: (ticket) => Deferred.await((ticket as RedisTicket).signal),
+      leave: (ticket) =>
+        Effect.suspend(() => {
+          const t = ticket as RedisTicket
+          if (tickets.delete(t.id)) {
+            local.waiting = tickets.size
+            if (t.renewer !== undefined) Effect.runFork(Fiber.interrupt(t.renewer))
+            return Effect.ignore(call("leave", "leave", [t.id]))
+          }
+          // admitted while it stopped waiting: give the slot back
+          return Effect.flatMap(Deferred.poll(t.signal), (done) =>
+            done._tag === "Some"
+              ? Effect.flatMap(Effect.either(done.value), (grant) =>
+                  grant._tag === "Right" ? Effect.asVoid(release(grant.right.lease as RedisLease)) : Effect.void
+                )
+              : Effect.void
+          )
+        }),
+      release: (userId, lease) => {
+        if (lease instanceof RedisLease) return release(lease)
+        const held = leases.get(userId)
+        return held === undefined ? Effect.succeed(undefined) : release(held[held.length - 1]!)
+      },
+      count: (userId) => Effect.map(call<number>("count", "read", [encode(userId)]), Number),
+      users: Effect.map(
+        call<ReadonlyArray<unknown>>("users", "read", [""]),
+        (answer) => (answer[0] as Array<string>).length / 2
+      ),
+      snapshot: Effect.map(call<ReadonlyArray<unknown>>("snapshot", "read", [""]), (answer) =>
+        HashMap.fromIterable(pairs(answer[0] as Array<string>).map(([user, n]) => [decode(user), n] as const))
+      ),
+      totals: Effect.map(call<ReadonlyArray<unknown>>("stats", "read", [""]), (answer): Totals => {
+        const stats = new Map(pairs(answer[4] as Array<string>))
+        return {
+          inFlight: Number(answer[1]),
+          activeUsers: (answer[0] as Array<string>).length / 2,
+          waiting: Number(answer[2]),
+          waitingUsers: Number(answer[3]),
+          acquired: stats.get("acquired") ?? 0,
+          refused: {
+            user: stats.get("refused:user") ?? 0,
+            global: stats.get("refused:global") ?? 0,
+            waiting: stats.get("refused:waiting") ?? 0,
+            shutdown: refused.shutdown
+          }
+        }
+      }),
+      maxTotal: () => cap,
+      resize: (maxTotal, limitOf) =>
+        Effect.suspend(() => {
+          const waitingUsers = new Set(Array.from(tickets.values(), (t) => t.userId))
+          const args = Array.from(waitingUsers, (userId) => [encode(userId), limitOf(userId)]).flat()
+          return Effect.as(call("resize", "configure", [maxTotal, ...args]), undefined)
+        }).pipe(Effect.tap(() => (cap = maxTotal))),
+      shutdown: Effect.sync(() => {
+        isShutdown = true
+        for (const ticket of tickets.values()) {
+          refused.shutdown++
+          Deferred.unsafeDone(ticket.signal, Effect.fail(new QueueShutdown({ userId: ticket.userId })))
+        }
+      }),
+      isShutdown: () => isShutdown,
+      awaitIdle: Effect.async<void>((resume) => {
+        if (local.inFlight === 0) return resume(Effect.void)
+        const wake = () => resume(Effect.void)
+        idle.add(wake)
+        return Effect.sync(() => idle.delete(wake))
+      }),
+      local
+    }
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const held of leases.values())
+          for (const lease of held) if (lease.renewer) Effect.runFork(Fiber.interrupt(lease.renewer))
+        for (const ticket of tickets.values()) if (ticket.renewer) Effect.runFork(Fiber.interrupt(ticket.renewer))
+      })
+    )
+    return store
+  })

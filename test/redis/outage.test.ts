@@ -1,0 +1,111 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber } from "effect"
+import type { QueueManager } from "../../src/index.js"
+import * as RedisStore from "../../src/RedisStore.js"
+import { freePort, startRedis, stop } from "./server.js"
+
+/** A manager on the test's own Redis; leases long enough that nothing here heals by expiring. */
+const manager = (port: number) =>
+  RedisStore.make({
+    maxUserQueue: 3,
+    redis: `redis://127.0.0.1:${port}`,
+    timeout: "300 millis",
+    leaseTime: "60 seconds"
+  })
+
+const untilCount = (q: QueueManager.Service, userId: number, n: number) =>
+  Effect.gen(function* () {
+    while ((yield* Effect.either(q.activeCount(userId)))._tag === "Left" || (yield* q.activeCount(userId)) !== n) {
+      yield* Effect.sleep("100 millis")
+    }
+  })
+
+describe("Redis down or paused", () => {
+  it.live(
+    "while Redis is down acquisitions fail with StoreUnavailable; after a restart the limits are exact again",
+    () =>
+      Effect.gen(function* () {
+        const port = yield* freePort
+        const first = yield* startRedis(port)
+        const q = yield* manager(port)
+        expect(yield* q.tryAcquire(1)).toBe(true)
+        yield* stop(first)
+        for (const attempt of [q.tryAcquire(1), q.withSlot(2)(Effect.void), q.stats]) {
+          const error = yield* Effect.flip(attempt)
+          expect(error._tag).toBe("StoreUnavailable")
+        }
+        yield* startRedis(port) // empty: this test's Redis keeps nothing on disk
+        yield* untilCount(q, 1, 0)
+        const results = yield* Effect.replicateEffect(q.tryAcquire(1), 4)
+        expect(results).toEqual([true, true, true, false])
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    "a paused Redis: calls time out with StoreUnavailable, a release made meanwhile lands once, nothing is left over",
+    () =>
+      Effect.gen(function* () {
+        const port = yield* freePort
+        const server = yield* startRedis(port)
+        const q = yield* manager(port)
+        const gate = yield* Deferred.make<void>()
+        const entered = yield* Deferred.make<void>()
+        const a = yield* Effect.fork(
+          q.withSlot(1)(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(gate)))
+        )
+        yield* Deferred.await(entered)
+        expect(yield* q.tryAcquire(1)).toBe(true) // a second slot, held by tryAcquire
+        server.kill("SIGSTOP")
+        const error = yield* Effect.flip(q.tryAcquire(1)) // runs late, once Redis wakes up: it is undone then
+        expect(error._tag).toBe("StoreUnavailable")
+        yield* Deferred.succeed(gate, undefined)
+        yield* Fiber.join(a) // its release cannot reach Redis: it is retried in the background
+        server.kill("SIGCONT")
+        // exactly the tryAcquire slot is left: the release landed once, the late acquisition was undone
+        yield* untilCount(q, 1, 1)
+        yield* Effect.sleep("300 millis")
+        expect(yield* q.activeCount(1)).toBe(1)
+        expect(yield* Effect.replicateEffect(q.tryAcquire(1), 3)).toEqual([true, true, false])
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    'with onUnavailable: "local", a Redis outage falls back to per-process limits and back again',
+    () =>
+      Effect.gen(function* () {
+        const port = yield* freePort
+        const first = yield* startRedis(port)
+        const q = yield* RedisStore.make({
+          maxUserQueue: 2,
+          redis: `redis://127.0.0.1:${port}`,
+          timeout: "300 millis",
+          onUnavailable: "local"
+        })
+        yield* stop(first)
+        const gate = yield* Deferred.make<void>()
+        const entered = yield* Deferred.make<void>()
+        const held = yield* Effect.fork(
+          q.withSlot(1)(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(gate)))
+        )
+        yield* Deferred.await(entered)
+        expect(yield* q.tryAcquire(1)).toBe(true)
+        expect(yield* q.tryAcquire(1)).toBe(false) // the local limit holds
+        expect(yield* q.activeCount(1)).toBe(2) // reads fall back to the local view
+        const second = yield* startRedis(port)
+        yield* untilCount(q, 1, 0) // Redis answers again: it has nothing
+        expect(yield* q.tryAcquire(1)).toBe(true) // taken in Redis now
+        yield* Deferred.succeed(gate, undefined)
+        yield* Fiber.join(held)
+        yield* q.release(1) // the Redis slot
+        yield* q.release(1) // the local slot
+        expect(yield* q.stats).toMatchObject({ inFlight: 0 })
+        // down again: the local view shows the local slots went back to the local store
+        yield* stop(second)
+        expect(yield* q.activeCount(1)).toBe(0)
+        expect(yield* Effect.replicateEffect(q.tryAcquire(1), 3)).toEqual([true, true, false])
+      }).pipe(Effect.scoped),
+    30_000
+  )
+})

@@ -1,0 +1,196 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Exit, Fiber, Layer } from "effect"
+import { createServer, type Server, type Socket } from "node:net"
+import { Redis } from "ioredis"
+import { QueueManager } from "../../src/index.js"
+import * as RedisStore from "../../src/RedisStore.js"
+import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
+
+/** Two managers on one prefix, as two processes would be (separate connections, separate process ids). */
+const twoProcesses = (options: Omit<RedisStore.Options, "redis" | "prefix">) =>
+  Effect.gen(function* () {
+    const prefix = uniquePrefix()
+    yield* Effect.addFinalizer(() => deleteKeys(prefix))
+    const a = yield* RedisStore.make({ ...options, redis: redisUrl, prefix })
+    const b = yield* RedisStore.make({ ...options, redis: redisUrl, prefix })
+    return { a, b, prefix }
+  })
+
+const keysOf = (prefix: string) =>
+  Effect.promise(async () => {
+    const redis = new Redis(redisUrl)
+    const keys = await redis.keys(`{${prefix}}:*`)
+    await redis.quit()
+    return keys.sort()
+  })
+
+const withRedis = <A>(f: (redis: Redis) => Promise<A>) =>
+  Effect.promise(async () => {
+    const redis = new Redis(redisUrl)
+    try {
+      return await f(redis)
+    } finally {
+      await redis.quit()
+    }
+  })
+
+describe("Redis store", () => {
+  it.scoped("limits are shared across processes", () =>
+    Effect.gen(function* () {
+      const { a, b } = yield* twoProcesses({ maxUserQueue: 3 })
+      expect([yield* a.tryAcquire(1), yield* b.tryAcquire(1), yield* a.tryAcquire(1)]).toEqual([true, true, true])
+      expect(yield* b.tryAcquire(1)).toBe(false)
+      expect(yield* b.activeCount(1)).toBe(3)
+      expect(Array.from(yield* b.snapshot)).toEqual([[1, 3]])
+      yield* a.release(1)
+      expect(yield* b.tryAcquire(1)).toBe(true)
+    })
+  )
+
+  it.scoped("keys are prefixed and a user with nothing held or waiting leaves no key", () =>
+    Effect.gen(function* () {
+      const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      yield* a.withSlot("alice")(a.withSlot(-100)(Effect.void))
+      const fiber = yield* Effect.fork(a.withSlot("alice")(Effect.never))
+      yield* Effect.fork(a.withSlot("alice", { onFull: "wait" })(Effect.void))
+      while ((yield* a.stats).waiting === 0) yield* Effect.yieldNow()
+      const busy = yield* keysOf(prefix)
+      expect(busy.every((key) => key.startsWith(`{${prefix}}:`))).toBe(true)
+      expect(busy).toContain(`{${prefix}}:line:salice`)
+      yield* Fiber.interrupt(fiber)
+      while ((yield* a.stats).inFlight > 0) yield* Effect.yieldNow()
+      // only bookkeeping keys stay: the cap, the counters, the turn counter
+      expect(yield* keysOf(prefix)).toEqual([`{${prefix}}:config`, `{${prefix}}:seq`, `{${prefix}}:stats`])
+    })
+  )
+
+  it.scoped("a waiter in one process is woken at once by a release in another, first-in first-out", () =>
+    Effect.gen(function* () {
+      // a lease of 5 minutes: were the hand-off left to the renewal poll, this test would time out
+      const { a, b } = yield* twoProcesses({ maxUserQueue: 1, leaseTime: "5 minutes" } as never)
+      expect(yield* b.tryAcquire(7)).toBe(true)
+      const order: Array<string> = []
+      const first = yield* Effect.fork(a.withSlot(7, { onFull: "wait" })(Effect.sync(() => order.push("first"))))
+      while ((yield* a.stats).waiting < 1) yield* Effect.yieldNow()
+      const second = yield* Effect.fork(b.withSlot(7, { onFull: "wait" })(Effect.sync(() => order.push("second"))))
+      while ((yield* a.stats).waiting < 2) yield* Effect.yieldNow()
+      yield* b.release(7)
+      yield* Fiber.join(first)
+      yield* Fiber.join(second)
+      expect(order).toEqual(["first", "second"])
+      expect(yield* a.stats).toMatchObject({ inFlight: 0, waiting: 0, waitingUsers: 0 })
+    })
+  )
+
+  it.scoped("freed global capacity goes round-robin across users waiting in different processes", () =>
+    Effect.gen(function* () {
+      const { a, b } = yield* twoProcesses({ maxUserQueue: 0, maxTotal: 1 })
+      expect(yield* a.tryAcquire("x")).toBe(true)
+      const order: Array<string> = []
+      const enqueue = (q: QueueManager.Service, user: string, label: string) =>
+        Effect.gen(function* () {
+          const before = (yield* q.stats).waiting
+          const fiber = yield* Effect.fork(q.withSlot(user, { onFull: "wait" })(Effect.sync(() => order.push(label))))
+          while ((yield* q.stats).waiting === before) yield* Effect.yieldNow()
+          return fiber
+        })
+      const fibers = [
+        yield* enqueue(a, "heavy", "heavy1"),
+        yield* enqueue(a, "heavy", "heavy2"),
+        yield* enqueue(a, "heavy", "heavy3"),
+        yield* enqueue(b, "light", "light1"),
+        yield* enqueue(b, "light", "light2")
+      ]
+      yield* a.release("x")
+      yield* Effect.forEach(fibers, Fiber.join)
+      expect(order).toEqual(["heavy1", "light1", "heavy2", "light2", "heavy3"])
+    })
+  )
+
+  it.scoped("an interrupted waiter is removed from Redis", () =>
+    Effect.gen(function* () {
+      const { a, b } = yield* twoProcesses({ maxUserQueue: 1 })
+      expect(yield* a.tryAcquire(1)).toBe(true)
+      const waiter = yield* Effect.fork(b.withSlot(1, { onFull: "wait" })(Effect.void))
+      while ((yield* a.stats).waiting === 0) yield* Effect.yieldNow()
+      yield* Fiber.interrupt(waiter)
+      expect(yield* a.stats).toMatchObject({ waiting: 0, waitingUsers: 0, inFlight: 1 })
+      yield* a.release(1)
+      expect(yield* a.stats).toMatchObject({ inFlight: 0, activeUsers: 0 })
+    })
+  )
+
+  it.scoped(
+    "a lost lease interrupts the body and fails withSlot with LeaseLost",
+    () =>
+      Effect.gen(function* () {
+        const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1, leaseTime: "300 millis" })
+        let finished = false
+        const fiber = yield* Effect.fork(
+          a.withSlot(1)(
+            Effect.zipRight(
+              Effect.never,
+              Effect.sync(() => (finished = true))
+            )
+          )
+        )
+        while ((yield* a.stats).inFlight === 0) yield* Effect.yieldNow()
+        // what a long pause looks like from Redis: the lease is gone (expired and purged)
+        yield* withRedis((redis) => redis.del(`{${prefix}}:leases`, `{${prefix}}:owner`, `{${prefix}}:counts`))
+        const exit = yield* Fiber.await(fiber)
+        expect(exit).toEqual(Exit.fail(new QueueManager.LeaseLost({ userId: 1 })))
+        expect(finished).toBe(false)
+      }),
+    { timeout: 10_000 }
+  )
+
+  it.scoped("a key holding the wrong type gets a clear error and changes nothing", () =>
+    Effect.gen(function* () {
+      const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      expect(yield* a.tryAcquire(1)).toBe(true)
+      yield* withRedis((redis) => redis.set(`{${prefix}}:wusers`, "oops"))
+      const error = yield* a.tryAcquire(2).pipe(Effect.flip)
+      expect(error._tag).toBe("StoreUnavailable")
+      expect(error.message).toContain(`WRONGTYPE key {${prefix}}:wusers holds a string, the queue store needs a hash`)
+      yield* withRedis((redis) => redis.del(`{${prefix}}:wusers`))
+      expect(yield* a.stats).toMatchObject({ inFlight: 1, activeUsers: 1 })
+    })
+  )
+
+  it.live("a server that is not Redis is refused with a clear error", () =>
+    Effect.gen(function* () {
+      const sockets = new Set<Socket>()
+      const server = yield* Effect.acquireRelease(
+        Effect.async<Server>((resume) => {
+          const s = createServer((socket) => {
+            sockets.add(socket)
+            socket.end("HTTP/1.1 400 Bad Request\r\n\r\n")
+          })
+          s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
+        }),
+        (s) =>
+          Effect.async<void>((resume) => {
+            for (const socket of sockets) socket.destroy()
+            s.close(() => resume(Effect.void))
+          })
+      )
+      const { port } = server.address() as { port: number }
+      const exit = yield* Effect.exit(
+        Layer.build(RedisStore.layer({ maxUserQueue: 1, redis: `redis://127.0.0.1:${port}`, timeout: "500 millis" }))
+      )
+      expect(Exit.isFailure(exit)).toBe(true)
+      expect(String(Exit.isFailure(exit) ? exit.cause : "")).toMatch(/StoreUnavailable.*is it a Redis server\?/s)
+    }).pipe(Effect.scoped)
+  )
+
+  it.effect.each<[string, RedisStore.Options]>([
+    ["prefix", { maxUserQueue: 1, prefix: "" }],
+    ["leaseTime", { maxUserQueue: 1, leaseTime: "10 millis" }],
+    ["timeout", { maxUserQueue: 1, timeout: "nonsense" as never }]
+  ])("an invalid %s is a ConfigError naming it", ([name, options]) =>
+    Effect.gen(function* () {
+      const error = yield* Effect.scoped(RedisStore.make(options)).pipe(Effect.flip)
+      expect(String(error)).toContain(`${name} must`)
+    })
+  )
+})
