@@ -4,7 +4,8 @@
  *
  * - `GET /download/:file` streams ten progress lines, one every 300 ms; a user over the limit
  *   gets `429` with a JSON body, a request without `x-user-id` gets `400`.
- * - `GET /stats` returns the limiter's state: `{ maxUserQueue, activeUsers, users: { id: count } }`.
+ * - `GET /stats` returns the limiter's state: its `stats` (`inFlight`, `activeUsers`, `waiting`,
+ *   refusals by reason, the limits…) and `users: { id: count }`.
  *
  * Listens on `HOST` (default `127.0.0.1`) and `PORT` (default 3000; `0` picks a free port).
  *
@@ -37,8 +38,7 @@ const download = Effect.map(HttpRouter.params, ({ file }) =>
 const stats = Effect.gen(function* () {
   const queue = yield* QueueManager.QueueManager
   return yield* HttpServerResponse.json({
-    maxUserQueue: queue.maxUserQueue,
-    activeUsers: yield* queue.activeUsers,
+    ...(yield* queue.stats),
     users: Object.fromEntries(HashMap.toEntries(yield* queue.snapshot))
   })
 })

@@ -32,8 +32,8 @@ export { MissingUserKey } from "./internal/userKey.js"
 export type { MissingKeyRule } from "./internal/userKey.js"
 
 /**
- * Why an update was refused: the core's refusals of a slot (`QueueFull`) or
- * {@link MissingUserKey} (no valid key under `onMissingKey: "reject"`).
+ * Why an update was refused: the core's refusals of a slot (`QueueFull`, `QueueShutdown`,
+ * `StoreUnavailable`) or {@link MissingUserKey} (no valid key under `onMissingKey: "reject"`).
  *
  * @since 0.1.0
  */
@@ -78,6 +78,10 @@ export const defaultReplyText = (refusal: Refusal): string => {
       return refusal.reason === "user"
         ? `Please wait! You already have ${refusal.active} videos processing. Try again in a moment.`
         : "The bot is busy right now. Try again in a moment."
+    case "QueueShutdown":
+      return "The bot is restarting. Try again in a moment."
+    case "StoreUnavailable":
+      return "The bot is busy right now. Try again in a moment."
     case "MissingUserKey":
       return "Sorry, I cannot tell who sent this."
   }
@@ -111,6 +115,9 @@ export const isPrivateChat = (ctx: Context): boolean => ctx.chat?.type === "priv
 
 const module = "effect-queue-manager/Grammy"
 
+/** How running an update inside a slot can fail: refused, or its slot lost while the update ran. */
+type Failure = Refusal | QueueManager.LeaseLost
+
 /**
  * The middleware, running on an Effect runtime the bot already has — a `ManagedRuntime`
  * or a `Runtime` — that provides the `QueueManager`. The rest of the chain (`next()`) runs
@@ -136,7 +143,7 @@ export const middleware = <C extends Context = Context>(
   if (typeof options !== "object" || options === null) badOption(module, "options", "an object", options)
   for (const name of ["key", "bypass", "replyText", "replyWhen"] as const) checkFunction(module, name, options[name])
   const rule = checkRule(module, options.onMissingKey) ?? "allow"
-  const run: (effect: Effect.Effect<void, Refusal, QueueManager.QueueManager>) => Promise<Exit.Exit<void, Refusal>> =
+  const run: (effect: Effect.Effect<void, Failure, QueueManager.QueueManager>) => Promise<Exit.Exit<void, Failure>> =
     ManagedRuntime.isManagedRuntime(runtime)
       ? // a layer that fails to build rejects here, and grammY gets that error
         (effect) => runtime.runtime().then((built) => Runtime.runPromiseExit(built)(effect))
@@ -149,7 +156,7 @@ export const middleware = <C extends Context = Context>(
   return async (ctx, next) => {
     const decision = decide(rule, key(ctx))
     if (decision._tag === "Pass") return next()
-    const guarded: Effect.Effect<void, Refusal, QueueManager.QueueManager> =
+    const guarded: Effect.Effect<void, Failure, QueueManager.QueueManager> =
       decision._tag === "Refuse"
         ? Effect.fail(decision.error)
         : Effect.flatMap(QueueManager.QueueManager, (queue) =>
@@ -160,8 +167,9 @@ export const middleware = <C extends Context = Context>(
     const exit = await run(guarded)
     if (Exit.isSuccess(exit)) return
     const refusal = Cause.failureOption(exit.cause)
-    // a defect is an error of the rest of the chain (or an interruption): grammY gets it as it was
-    if (Option.isNone(refusal)) throw Cause.squash(exit.cause)
+    // a defect is an error of the rest of the chain (or an interruption), and a lost lease (Redis)
+    // comes after the handling started: grammY gets them as they were
+    if (Option.isNone(refusal) || refusal.value._tag === "LeaseLost") throw Cause.squash(exit.cause)
     // an update without a chat (an inline query) has nowhere to be answered
     if (ctx.chat !== undefined && replyWhen(ctx)) await ctx.reply(replyText(refusal.value, ctx))
   }

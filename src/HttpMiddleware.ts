@@ -28,8 +28,8 @@ export { MissingUserKey } from "./internal/userKey.js"
 export type { MissingKeyRule } from "./internal/userKey.js"
 
 /**
- * Why a request was refused: the core's refusals of a slot (`QueueFull`) or
- * {@link MissingUserKey} (no valid user key under `onMissingKey: "reject"`).
+ * Why a request was refused: the core's refusals of a slot (`QueueFull`, `QueueShutdown`,
+ * `StoreUnavailable`) or {@link MissingUserKey} (no valid user key under `onMissingKey: "reject"`).
  *
  * @since 0.1.0
  */
@@ -70,19 +70,27 @@ export interface Options<E = never, R = never> {
 
 const statusOf: { readonly [K in Refusal["_tag"]]: number } = {
   QueueFull: 429,
+  QueueShutdown: 503,
+  StoreUnavailable: 503,
   MissingUserKey: 400
 }
 
 /**
- * The default answer to a refusal: `429 Too Many Requests` for `QueueFull`, `400 Bad Request`
- * for {@link MissingUserKey}, with a JSON body holding the error's tag, its fields and its
- * message, e.g. `{"error":"QueueFull","userId":"alice","reason":"user","active":3,"limit":3,"message":"user alice already holds 3 of 3 slots"}`.
+ * The default answer to a refusal: `429 Too Many Requests` for `QueueFull`, `503 Service
+ * Unavailable` for `QueueShutdown` and `StoreUnavailable`, `400 Bad Request` for
+ * {@link MissingUserKey}, with a JSON body holding the error's tag, its fields and its message,
+ * e.g. `{"error":"QueueFull","userId":"alice","reason":"user","active":3,"limit":3,"message":"user alice already holds 3 of 3 slots"}`.
+ * The fields of `StoreUnavailable` (which host failed, and how) stay out of the answer.
  *
  * @since 0.1.0
  */
 export const defaultResponse = (refusal: Refusal): HttpServerResponse.HttpServerResponse => {
   const { _tag, ...fields } = { ...refusal }
-  return HttpServerResponse.unsafeJson({ error: _tag, ...fields, message: refusal.message }, { status: statusOf[_tag] })
+  const body =
+    _tag === "StoreUnavailable"
+      ? { error: _tag, message: "the limiter is unavailable, try again later" }
+      : { error: _tag, ...fields, message: refusal.message }
+  return HttpServerResponse.unsafeJson(body, { status: statusOf[_tag] })
 }
 
 /**
@@ -146,7 +154,11 @@ export const make = <KE = never, KR = never>(options: Options<KE, KR>) => {
       if (decision._tag === "Pass") return yield* self
       const respond = (refusal: Refusal) => {
         const response = onRefused(refusal, request)
-        return Effect.isEffect(response) ? response : Effect.succeed(response)
+        const answer = Effect.isEffect(response) ? response : Effect.succeed(response)
+        // the client is told little about a failing store: the logs get all of it
+        return refusal._tag === "StoreUnavailable"
+          ? Effect.zipRight(Effect.logWarning("request refused: the queue store is unavailable", refusal), answer)
+          : answer
       }
       if (decision._tag === "Refuse") return yield* respond(decision.error)
       const queue = yield* QueueManager.QueueManager

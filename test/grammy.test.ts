@@ -70,6 +70,7 @@ interface Harness {
   /** Lets every update waiting in the handler finish. */
   readonly openGate: () => void
   readonly counts: Effect.Effect<Record<string, number>>
+  readonly queue: QueueManager.Service
 }
 
 /**
@@ -89,8 +90,8 @@ const makeBot = (middleware: MiddlewareFn<GrammyContext>, queue: QueueManager.Se
       Queue.unsafeOffer(entered, whoOf(ctx))
       await gate
     })
-    const counts = Effect.map(queue.snapshot, (s) => Object.fromEntries(HashMap.toEntries(s)))
-    return { api, bot, entered, openGate, counts } satisfies Harness
+    const counts = Effect.map(Effect.orDie(queue.snapshot), (s) => Object.fromEntries(HashMap.toEntries(s)))
+    return { api, bot, entered, openGate, counts, queue } satisfies Harness
   })
 
 /** Hands `update` to the bot and gives the promise of its handling. */
@@ -326,6 +327,20 @@ describe("grammY middleware", () => {
       // an invalid key is no key; the private chat is told
       expect(rejecting.api.callsOf("sendMessage").map((c) => c.payload)).toEqual([
         { chat_id: 7, text: "Sorry, I cannot tell who sent this." }
+      ])
+    })
+  )
+
+  it.scopedLive("once the manager is shut down, a private chat is told the bot is restarting", () =>
+    Effect.gen(function* () {
+      const h = yield* setup()
+      yield* h.queue.shutdown
+      yield* refused(
+        h,
+        Effect.promise(() => handle(h.bot, privateMessage(7)))
+      )
+      expect(h.api.callsOf("sendMessage").map((c) => c.payload.text)).toEqual([
+        "The bot is restarting. Try again in a moment."
       ])
     })
   )

@@ -261,7 +261,9 @@ describe("HttpMiddleware over a real Node server", () => {
             HttpServerResponse.text(
               refusal._tag === "QueueFull"
                 ? `busy: ${refusal.active}/${refusal.limit}`
-                : `who are you? ${refusal.detail}`,
+                : refusal._tag === "MissingUserKey"
+                  ? `who are you? ${refusal.detail}`
+                  : refusal.message,
               { status: 503 }
             )
           )
@@ -284,6 +286,46 @@ describe("HttpMiddleware over a real Node server", () => {
       yield* Deferred.succeed(gate, undefined)
       expect((yield* Fiber.join(first)).status).toBe(200)
       yield* allReleased
+    }).pipe(provide(1))
+  )
+
+  it.scopedLive("passes slot options through: with onFull wait, a request over the limit waits for a slot", () =>
+    Effect.gen(function* () {
+      const entered = yield* Queue.unbounded<string>()
+      const gate = yield* makeGate
+      const waiting = QueueHttp.make({ userKey: QueueHttp.fromHeader("x-user-id"), slotOptions: { onFull: "wait" } })
+      const { url } = yield* serve(gatedHandler(entered, gate), waiting)
+
+      const first = yield* Effect.fork(get(url, "alice"))
+      yield* Queue.take(entered)
+      const second = yield* Effect.fork(get(url, "alice"))
+      const queue = yield* QueueManager.QueueManager
+      yield* eventually("the second request waits", Effect.orDie(queue.stats), (s) => s.waiting === 1)
+      expect(yield* Queue.size(entered)).toBe(0)
+
+      yield* Deferred.succeed(gate, undefined)
+      expect((yield* Fiber.join(first)).status).toBe(200)
+      expect(yield* Queue.take(entered)).toBe("alice")
+      expect((yield* Fiber.join(second)).status).toBe(200)
+      yield* allReleased
+    }).pipe(provide(1))
+  )
+
+  it.scopedLive("answers 503 once the manager is shut down", () =>
+    Effect.gen(function* () {
+      const entered = yield* Queue.unbounded<string>()
+      const gate = yield* makeGate
+      const { url } = yield* serve(gatedHandler(entered, gate), userHeader)
+      yield* Effect.flatMap(QueueManager.QueueManager, (queue) => queue.shutdown)
+
+      const refused = yield* get(url, "alice")
+      expect(refused.status).toBe(503)
+      expect(JSON.parse(refused.body)).toEqual({
+        error: "QueueShutdown",
+        userId: "alice",
+        message: "the queue manager is shut down (request of user alice)"
+      })
+      expect(yield* Queue.size(entered)).toBe(0)
     }).pipe(provide(1))
   )
 
@@ -317,7 +359,7 @@ describe("the example server (npm run example:http)", () => {
       const reader = download.body!.getReader()
       const first = yield* Effect.promise(() => reader.read())
       expect(new TextDecoder().decode(first.value)).toBe("a.mp4: 10%\n")
-      expect(yield* stats).toEqual({ maxUserQueue: 1, activeUsers: 1, users: { alice: 1 } })
+      expect(yield* stats).toMatchObject({ maxUserQueue: 1, activeUsers: 1, inFlight: 1, users: { alice: 1 } })
 
       const refused = yield* get(`${base}/download/b.mp4`, "alice")
       expect(refused.status).toBe(429)
@@ -326,7 +368,7 @@ describe("the example server (npm run example:http)", () => {
 
       abort.abort()
       yield* eventually("the example released alice's slot", stats, (s) => s.activeUsers === 0)
-      expect(yield* stats).toEqual({ maxUserQueue: 1, activeUsers: 0, users: {} })
+      expect(yield* stats).toMatchObject({ maxUserQueue: 1, activeUsers: 0, inFlight: 0, users: {} })
 
       example.child.kill("SIGTERM")
       expect(yield* example.exited).toBe(0)
