@@ -53,6 +53,10 @@ const get = (url: string, userId?: string) =>
     return { status: response.status, type: response.headers.get("content-type"), body: await response.text() }
   })
 
+/** Sends a request as `userId` and waits until it is inside the handler; gives the fiber of its answer. */
+const insideHandler = (url: string, entered: Queue.Queue<string>, userId?: string) =>
+  Effect.zipLeft(Effect.fork(get(url, userId)), Queue.take(entered))
+
 /** A handler that reports who entered it on `entered`, then waits for `gate`. */
 const gatedHandler = (entered: Queue.Queue<string>, gate: Deferred.Deferred<void>) =>
   Effect.gen(function* () {
@@ -70,6 +74,14 @@ const counts = Effect.flatMap(QueueManager.QueueManager, (queue) =>
 )
 
 const allReleased = eventually("every slot released", counts, (now) => Object.keys(now).length === 0)
+
+/** Opens the gate, then checks that the request held inside the handler is answered and every slot returns. */
+const openAndFinish = (gate: Deferred.Deferred<void>, held: Fiber.Fiber<{ readonly status: number }>) =>
+  Effect.gen(function* () {
+    yield* Deferred.succeed(gate, undefined)
+    expect((yield* Fiber.join(held)).status).toBe(200)
+    yield* allReleased
+  })
 
 const provide = (maxUserQueue: number) => Effect.provide(QueueManager.layer({ maxUserQueue }))
 
@@ -232,15 +244,12 @@ describe("HttpMiddleware over a real Node server", () => {
         })
         const { url } = yield* serve(gatedHandler(entered, gate), shared)
 
-        const first = yield* Effect.fork(get(url))
-        yield* Queue.take(entered)
+        const first = yield* insideHandler(url, entered)
         expect(yield* counts).toEqual({ anonymous: 1 })
         const second = yield* get(url)
         expect(second.status).toBe(429)
         expect(JSON.parse(second.body)).toMatchObject({ userId: "anonymous", limit: 1 })
-        yield* Deferred.succeed(gate, undefined)
-        expect((yield* Fiber.join(first)).status).toBe(200)
-        yield* allReleased
+        yield* openAndFinish(gate, first)
       }).pipe(provide(1))
     )
   })
@@ -274,8 +283,7 @@ describe("HttpMiddleware over a real Node server", () => {
           Effect.catchTag("Unauthorized", () => Effect.succeed(HttpServerResponse.empty({ status: 401 })))
         )) as Middleware)
 
-      const first = yield* Effect.fork(get(url, "7"))
-      yield* Queue.take(entered)
+      const first = yield* insideHandler(url, entered, "7")
       expect(yield* counts).toEqual({ 7: 1 })
       expect(yield* get(url, "7")).toMatchObject({ status: 503, body: "busy: 1/1" })
       expect(yield* get(url, "x")).toMatchObject({
@@ -283,9 +291,7 @@ describe("HttpMiddleware over a real Node server", () => {
         body: "who are you? QueueManager: invalid userId NaN: a number id must be a safe integer"
       })
       expect((yield* get(url, "bad")).status).toBe(401)
-      yield* Deferred.succeed(gate, undefined)
-      expect((yield* Fiber.join(first)).status).toBe(200)
-      yield* allReleased
+      yield* openAndFinish(gate, first)
     }).pipe(provide(1))
   )
 
@@ -296,8 +302,7 @@ describe("HttpMiddleware over a real Node server", () => {
       const waiting = QueueHttp.make({ userKey: QueueHttp.fromHeader("x-user-id"), slotOptions: { onFull: "wait" } })
       const { url } = yield* serve(gatedHandler(entered, gate), waiting)
 
-      const first = yield* Effect.fork(get(url, "alice"))
-      yield* Queue.take(entered)
+      const first = yield* insideHandler(url, entered, "alice")
       const second = yield* Effect.fork(get(url, "alice"))
       const queue = yield* QueueManager.QueueManager
       yield* eventually("the second request waits", Effect.orDie(queue.stats), (s) => s.waiting === 1)
