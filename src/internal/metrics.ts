@@ -3,42 +3,36 @@ import type { MetricLabel } from "effect"
 import * as QueueMetrics from "../QueueMetrics.js"
 import type { Local } from "./store.js"
 
-const reasons = ["user", "global", "waiting", "shutdown"] as const
-const refusalsBy = Object.fromEntries(
-  reasons.map((reason) => [reason, Metric.tagged(QueueMetrics.refusals, "reason", reason)])
-)
+type Delta = (amount: number, labels: ReadonlyArray<MetricLabel.MetricLabel>) => void
+
+/** Each reported number: how to read it from `Local`, and how to add a change of it to its metric. */
+const tracked: ReadonlyArray<readonly [(local: Local) => number, Delta]> = [
+  [(l) => l.inFlight, (n, labels) => QueueMetrics.slotsInFlight.unsafeModify(n, labels)],
+  [(l) => l.users, (n, labels) => QueueMetrics.usersActive.unsafeModify(n, labels)],
+  [(l) => l.waiting, (n, labels) => QueueMetrics.requestsWaiting.unsafeModify(n, labels)],
+  [(l) => l.acquired, (n, labels) => QueueMetrics.acquisitions.unsafeUpdate(n, labels)],
+  ...(["user", "global", "waiting", "shutdown"] as const).map((reason) => {
+    const counter = Metric.tagged(QueueMetrics.refusals, "reason", reason)
+    return [
+      (l: Local) => l.refused[reason],
+      (n: number, labels: ReadonlyArray<MetricLabel.MetricLabel>) => counter.unsafeUpdate(n, labels)
+    ] as const
+  })
+]
 
 /**
  * Reports what this process holds and did to the metrics, as the change since its last
  * report, so the gauges of several managers add up. Call it after every step that changes it.
  */
 export const makeReporter = (local: Local) => {
-  let inFlight = 0
-  let users = 0
-  let waiting = 0
-  let acquired = 0
-  const refused = { user: 0, global: 0, waiting: 0, shutdown: 0 }
+  const reported = tracked.map(() => 0)
   return (labels: ReadonlyArray<MetricLabel.MetricLabel>): void => {
-    if (local.inFlight !== inFlight) {
-      QueueMetrics.slotsInFlight.unsafeModify(local.inFlight - inFlight, labels)
-      inFlight = local.inFlight
-    }
-    if (local.users !== users) {
-      QueueMetrics.usersActive.unsafeModify(local.users - users, labels)
-      users = local.users
-    }
-    if (local.waiting !== waiting) {
-      QueueMetrics.requestsWaiting.unsafeModify(local.waiting - waiting, labels)
-      waiting = local.waiting
-    }
-    if (local.acquired !== acquired) {
-      QueueMetrics.acquisitions.unsafeUpdate(local.acquired - acquired, labels)
-      acquired = local.acquired
-    }
-    for (const reason of reasons) {
-      if (local.refused[reason] !== refused[reason]) {
-        refusalsBy[reason]!.unsafeUpdate(local.refused[reason] - refused[reason], labels)
-        refused[reason] = local.refused[reason]
+    for (let i = 0; i < tracked.length; i++) {
+      const [read, add] = tracked[i]!
+      const now = read(local)
+      if (now !== reported[i]) {
+        add(now - reported[i]!, labels)
+        reported[i] = now
       }
     }
   }

@@ -1,16 +1,26 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber } from "effect"
+import { Effect } from "effect"
 import type { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
+import { hold } from "../support.js"
 import { freePort, startRedis, stop } from "./server.js"
 
-/** A manager on the test's own Redis; leases long enough that nothing here heals by expiring. */
-const manager = (port: number) =>
-  RedisStore.make({
-    maxUserQueue: 3,
-    redis: `redis://127.0.0.1:${port}`,
-    timeout: "300 millis",
-    leaseTime: "60 seconds"
+/**
+ * A redis-server of the test's own on a free port, and a manager on it; leases long enough
+ * that nothing here heals by expiring.
+ */
+const ownRedis = (options: Partial<RedisStore.Options> = {}) =>
+  Effect.gen(function* () {
+    const port = yield* freePort
+    const server = yield* startRedis(port)
+    const q = yield* RedisStore.make({
+      maxUserQueue: 3,
+      redis: `redis://127.0.0.1:${port}`,
+      timeout: "300 millis",
+      leaseTime: "60 seconds",
+      ...options
+    })
+    return { port, server, q }
   })
 
 const untilCount = (q: QueueManager.Service, userId: number, n: number) =>
@@ -25,9 +35,7 @@ describe("Redis down or paused", () => {
     "while Redis is down acquisitions fail with StoreUnavailable; after a restart the limits are exact again",
     () =>
       Effect.gen(function* () {
-        const port = yield* freePort
-        const first = yield* startRedis(port)
-        const q = yield* manager(port)
+        const { port, q, server: first } = yield* ownRedis()
         expect(yield* q.tryAcquire(1)).toBe(true)
         yield* stop(first)
         for (const attempt of [q.tryAcquire(1), q.withSlot(2)(Effect.void), q.stats]) {
@@ -46,21 +54,13 @@ describe("Redis down or paused", () => {
     "a paused Redis: calls time out with StoreUnavailable, a release made meanwhile lands once, nothing is left over",
     () =>
       Effect.gen(function* () {
-        const port = yield* freePort
-        const server = yield* startRedis(port)
-        const q = yield* manager(port)
-        const gate = yield* Deferred.make<void>()
-        const entered = yield* Deferred.make<void>()
-        const a = yield* Effect.fork(
-          q.withSlot(1)(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(gate)))
-        )
-        yield* Deferred.await(entered)
+        const { q, server } = yield* ownRedis()
+        const releaseA = yield* hold(q, 1)
         expect(yield* q.tryAcquire(1)).toBe(true) // a second slot, held by tryAcquire
         server.kill("SIGSTOP")
         const error = yield* Effect.flip(q.tryAcquire(1)) // runs late, once Redis wakes up: it is undone then
         expect(error._tag).toBe("StoreUnavailable")
-        yield* Deferred.succeed(gate, undefined)
-        yield* Fiber.join(a) // its release cannot reach Redis: it is retried in the background
+        yield* releaseA // its release cannot reach Redis: it is retried in the background
         server.kill("SIGCONT")
         // exactly the tryAcquire slot is left: the release landed once, the late acquisition was undone
         yield* untilCount(q, 1, 1)
@@ -75,29 +75,16 @@ describe("Redis down or paused", () => {
     'with onUnavailable: "local", a Redis outage falls back to per-process limits and back again',
     () =>
       Effect.gen(function* () {
-        const port = yield* freePort
-        const first = yield* startRedis(port)
-        const q = yield* RedisStore.make({
-          maxUserQueue: 2,
-          redis: `redis://127.0.0.1:${port}`,
-          timeout: "300 millis",
-          onUnavailable: "local"
-        })
+        const { port, q, server: first } = yield* ownRedis({ maxUserQueue: 2, onUnavailable: "local" })
         yield* stop(first)
-        const gate = yield* Deferred.make<void>()
-        const entered = yield* Deferred.make<void>()
-        const held = yield* Effect.fork(
-          q.withSlot(1)(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(gate)))
-        )
-        yield* Deferred.await(entered)
+        const releaseHeld = yield* hold(q, 1)
         expect(yield* q.tryAcquire(1)).toBe(true)
         expect(yield* q.tryAcquire(1)).toBe(false) // the local limit holds
         expect(yield* q.activeCount(1)).toBe(2) // reads fall back to the local view
         const second = yield* startRedis(port)
         yield* untilCount(q, 1, 0) // Redis answers again: it has nothing
         expect(yield* q.tryAcquire(1)).toBe(true) // taken in Redis now
-        yield* Deferred.succeed(gate, undefined)
-        yield* Fiber.join(held)
+        yield* releaseHeld
         yield* q.release(1) // the Redis slot
         yield* q.release(1) // the local slot
         expect(yield* q.stats).toMatchObject({ inFlight: 0 })
