@@ -1,5 +1,7 @@
 import { hitPath } from "./hitPath.js"
 import type { Benchmark } from "./report.js"
+import { scale } from "./scale.js"
+import { scopedSlot } from "./scoped.js"
 
 /** Every benchmark, in the order of issue 3, item 10. */
-export const suite: ReadonlyArray<Benchmark> = [hitPath]
+export const suite: ReadonlyArray<Benchmark> = [hitPath, scopedSlot, scale]
