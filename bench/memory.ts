@@ -1,0 +1,192 @@
+import { Effect, Fiber } from "effect"
+import v8 from "node:v8"
+import pLimit, { type LimitFunction } from "p-limit"
+import { collect, makeManager, median, repeatOps } from "./harness.js"
+import { num, type Benchmark } from "./report.js"
+
+const LIMIT = 3
+
+const TRY_ACQUIRE = "QueueManager, slot taken with `tryAcquire`"
+const WITH_SLOT = "QueueManager, `withSlot` around a suspended fiber"
+const FIBERS = "suspended fibers alone (no limiter)"
+const P_LIMIT = "`Map` of `p-limit`, one pending task each"
+
+/** Users holding a slot: `fill` makes `users` of them hold one, `idle` ends every hold. */
+interface Holders {
+  readonly fill: (users: number) => Promise<void>
+  readonly idle: () => Promise<void>
+}
+
+/** A body that suspends forever and registers nothing (unlike `Effect.never`, no timer). */
+const suspended = Effect.async<never>(() => {})
+
+/**
+ * Forks `users` fibers running `hold(user)(body)`, where the body counts itself and suspends,
+ * and returns once every body runs; `idle` interrupts them all.
+ */
+const fiberHolders = (
+  hold: (user: number) => (body: Effect.Effect<never>) => Effect.Effect<unknown, unknown>
+): Holders => {
+  let fibers: Array<Fiber.RuntimeFiber<unknown, unknown>> = []
+  let running = 0
+  const body = Effect.suspend(() => {
+    running++
+    return suspended
+  })
+  return {
+    fill: (users) =>
+      Effect.runPromise(
+        Effect.gen(function* () {
+          for (let user = 0; user < users; user++) fibers.push(yield* Effect.forkDaemon(hold(user)(body)))
+          while (running < users) yield* Effect.yieldNow()
+        })
+      ),
+    idle: async () => {
+      await Effect.runPromise(Fiber.interruptAll(fibers))
+      fibers = []
+      running = 0
+    }
+  }
+}
+
+const tryAcquireHolders = (): Holders => {
+  const queue = makeManager({ maxUserQueue: LIMIT })
+  let filled = 0
+  return {
+    fill: (users) => {
+      filled = users
+      return Effect.runPromise(
+        repeatOps(users, (user) =>
+          Effect.flatMap(queue.tryAcquire(user), (ok) => (ok ? Effect.void : Effect.die(user)))
+        )
+      )
+    },
+    idle: () => Effect.runPromise(repeatOps(filled, (user) => queue.release(user)))
+  }
+}
+
+const withSlotHolders = (): Holders => {
+  const queue = makeManager({ maxUserQueue: LIMIT })
+  return fiberHolders((user) => queue.withSlot(user))
+}
+
+const pLimitHolders = (): Holders => {
+  const limiters = new Map<number, LimitFunction>()
+  let finish: Array<() => void> = []
+  let tasks: Array<Promise<void>> = []
+  return {
+    fill: async (users) => {
+      for (let user = 0; user < users; user++) {
+        const limit = pLimit(LIMIT)
+        limiters.set(user, limit)
+        tasks.push(limit(() => new Promise<void>((resolve) => finish.push(resolve))))
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+      if (finish.length !== users) throw new Error("p-limit: not every task started")
+    },
+    idle: async () => {
+      for (const resolve of finish) resolve()
+      await Promise.all(tasks)
+      finish = []
+      tasks = []
+    }
+  }
+}
+
+const contenders: ReadonlyArray<readonly [string, () => Holders]> = [
+  [TRY_ACQUIRE, tryAcquireHolders],
+  [WITH_SLOT, withSlotHolders],
+  [FIBERS, () => fiberHolders(() => (body) => body)],
+  [P_LIMIT, pLimitHolders]
+]
+
+/**
+ * The heap in use after two full collections, without the code spaces: code compiled while a
+ * run goes on (the JIT optimising a hot function) is not data held for the users.
+ */
+const heapUsed = (): number => {
+  collect()
+  collect()
+  return v8
+    .getHeapSpaceStatistics()
+    .filter((space) => !space.space_name.startsWith("code"))
+    .reduce((sum, space) => sum + space.space_used_size, 0)
+}
+
+/** Heap bytes grown while `users` hold a slot, and kept once they are all idle. */
+const measureOnce = async (make: () => Holders, users: number) => {
+  const holders = make()
+  const base = heapUsed()
+  await holders.fill(users)
+  const held = heapUsed() - base
+  await holders.idle()
+  const kept = heapUsed() - base
+  return { held, kept }
+}
+
+/**
+ * Benchmark 4: heap bytes per user holding a slot, and per user kept after every user went
+ * idle, for the manager (state alone, and with a fiber per user) and a map of `p-limit`.
+ * Per user = the slope between a run with `users` and one with a tenth of them, so that
+ * what does not grow with the users (compiled code, the empty structures) drops out.
+ */
+export const memory: Benchmark = {
+  id: "memory",
+  rows: contenders.map(([name]) => name),
+  run: async (quick) => {
+    const users = quick ? 2_000 : 100_000
+    const few = users / 10
+    const rounds = quick ? 1 : 3
+    const slopes = new Map(contenders.map(([name]) => [name, { held: [] as Array<number>, kept: [] as Array<number> }]))
+    const keptTotal = new Map(contenders.map(([name]) => [name, [] as Array<number>]))
+    for (const [, make] of contenders) await measureOnce(make, users)
+    for (let round = 0; round < rounds; round++) {
+      for (const [name, make] of contenders) {
+        const small = await measureOnce(make, few)
+        const large = await measureOnce(make, users)
+        slopes.get(name)!.held.push((large.held - small.held) / (users - few))
+        slopes.get(name)!.kept.push((large.kept - small.kept) / (users - few))
+        keptTotal.get(name)!.push(large.kept)
+      }
+    }
+    const perUser = (name: string, which: "held" | "kept") => median(slopes.get(name)![which])
+    const keptByManager = Math.max(perUser(TRY_ACQUIRE, "kept"), perUser(WITH_SLOT, "kept"))
+    return {
+      title: "4. Memory: bytes per user holding a slot, and kept once idle",
+      setup:
+        `Users \`0 .. n - 1\` each take one slot (limit ${LIMIT}); the heap in use is read after two full GCs: before ` +
+        `(the empty manager or map already built), while every user holds its slot, and after every slot was given ` +
+        `back. Per user = the difference between a run with ${num(users)} users and one with ${num(few)}, divided by ` +
+        `${num(users - few)}, so that what does not grow with the users drops out; the last column is the whole heap ` +
+        `growth left after the ${num(users)}-user run. \`tryAcquire\` holds a slot with no fiber: the manager's own ` +
+        `state. \`withSlot\` holds it in a forked fiber suspended in its body, the realistic case; the row without a ` +
+        `limiter gives the fibers' own share. p-limit cannot hold a slot without a running task, so its row holds one ` +
+        `pending promise per user. The bookkeeping arrays of the benchmark (fibers, resolvers: 8 bytes a user each) ` +
+        `are included; code spaces are not counted. Median of ${rounds} round(s), after a warm-up run with ${num(users)} users.`,
+      header: [
+        "contender",
+        "bytes per user holding a slot",
+        "bytes per user kept after all went idle",
+        `heap kept after ${num(users)} users went idle`
+      ],
+      rows: contenders.map(([name]) => [
+        name,
+        num(perUser(name, "held"), 1),
+        num(perUser(name, "kept"), 1),
+        `${num(median(keptTotal.get(name)!) / 1024)} KiB`
+      ]),
+      targets: [
+        {
+          what: "memory: kept by the manager once every user is idle",
+          goal: "nothing (< 1 byte per user)",
+          value: `${num(keptByManager, 2)} bytes per user`,
+          met: keptByManager < 1
+        }
+      ],
+      notes: [
+        "A map of p-limit limiters keeps every limiter it ever made unless the application deletes idle ones itself " +
+          '(p-limit has no hook for "idle"); the manager drops a user\'s entry when its count reaches zero.'
+      ]
+    }
+  }
+}
