@@ -14,6 +14,12 @@ export const collect = (type: "major" | "minor" = "major"): void => {
   else globalThis.gc()
 }
 
+/** The per-user limit of the timing and memory benchmarks, as in issue 3. */
+export const LIMIT = 3
+
+/** How many users the hit-path benchmarks take in turn, as in issue 3. */
+export const USERS = 1_000
+
 /** The `q` quantile (0..1) of `values`, interpolating between the two nearest ranks. */
 export const quantile = (values: ReadonlyArray<number>, q: number): number => {
   const sorted = [...values].sort((a, b) => a - b)

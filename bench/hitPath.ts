@@ -2,16 +2,14 @@ import { Effect, PartitionedSemaphore } from "effect"
 import pLimit from "p-limit"
 import {
   effectContender,
+  LIMIT,
   makeManager,
-  pairedRatio,
   sampleInterleaved,
   timingSampling,
+  USERS,
   type Contender
 } from "./harness.js"
-import { describeSampling, num, ratio, timingRow, type Benchmark } from "./report.js"
-
-const USERS = 1_000
-const LIMIT = 3
+import { describeSampling, num, ratioTarget, timingRow, type Benchmark } from "./report.js"
 
 const BARE = "no limiter (the loop and `Effect.void`)"
 const WITH_SLOT = "QueueManager `withSlot(user)`"
@@ -53,7 +51,6 @@ export const hitPath: Benchmark = {
     ]
     const sampling = timingSampling(quick)
     const samples = await sampleInterleaved(contenders, sampling)
-    const vsSemaphore = pairedRatio(samples, WITH_SLOT, SEMAPHORE)
     return {
       title: "1. Hit path: `withSlot` against Effect's semaphores and `p-limit`",
       setup:
@@ -63,14 +60,7 @@ export const hitPath: Benchmark = {
         describeSampling(sampling, SEMAPHORE),
       header: ["contender", "median per operation", "vs `Semaphore.withPermits(1)`"],
       rows: contenders.map((c) => timingRow(samples, c.name, SEMAPHORE)),
-      targets: [
-        {
-          what: "hit path: `withSlot` vs `Semaphore.withPermits(1)`",
-          goal: "≤ 1.00×",
-          value: ratio(vsSemaphore),
-          met: vsSemaphore.median <= 1
-        }
-      ],
+      targets: [ratioTarget("hit path: `withSlot` vs `Semaphore.withPermits(1)`", samples, WITH_SLOT, SEMAPHORE, 1)],
       notes: []
     }
   }

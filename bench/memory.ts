@@ -1,10 +1,8 @@
 import { Effect, Fiber } from "effect"
 import v8 from "node:v8"
 import pLimit, { type LimitFunction } from "p-limit"
-import { collect, makeManager, median, repeatOps } from "./harness.js"
+import { collect, LIMIT, makeManager, median, repeatOps } from "./harness.js"
 import { num, type Benchmark } from "./report.js"
-
-const LIMIT = 3
 
 const TRY_ACQUIRE = "QueueManager, slot taken with `tryAcquire`"
 const WITH_SLOT = "QueueManager, `withSlot` around a suspended fiber"

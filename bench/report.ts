@@ -36,6 +36,18 @@ export const num = (value: number, digits = 0): string =>
 /** A ratio with the quartiles of its per-round values: `0.91× (0.89–0.93)`. */
 export const ratio = (r: Ratio): string => `${num(r.median, 2)}× (${num(r.p25, 2)}–${num(r.p75, 2)})`
 
+/** The target "`a` at most `max` times `b`", judged on the median of their per-round ratios. */
+export const ratioTarget = (
+  what: string,
+  samples: ReadonlyMap<string, ReadonlyArray<number>>,
+  a: string,
+  b: string,
+  max: number
+): Target => {
+  const r = pairedRatio(samples, a, b)
+  return { what, goal: `≤ ${num(max, 2)}×`, value: ratio(r), met: r.median <= max }
+}
+
 /** Nanoseconds per operation: `2,904 ns`. */
 export const nanos = (value: number): string => `${num(value)} ns`
 

@@ -2,18 +2,17 @@ import { Effect } from "effect"
 import type { QueueManager } from "../src/index.js"
 import {
   effectContender,
+  LIMIT,
   makeManager,
-  pairedRatio,
   repeatOps,
   sampleInterleaved,
   timingSampling,
+  USERS as USERS_PER_SAMPLE,
   type Contender
 } from "./harness.js"
-import { describeSampling, num, ratio, timingRow, type Benchmark, type Target } from "./report.js"
+import { describeSampling, num, ratioTarget, timingRow, type Benchmark } from "./report.js"
 
-const LIMIT = 3
 const SMALL = 100
-const USERS_PER_SAMPLE = 1_000
 
 const SMALL_NEW = "small manager, users holding nothing"
 const LARGE_NEW = "large manager, users holding nothing"
@@ -65,10 +64,6 @@ export const scale: Benchmark = {
     })
     const sampling = timingSampling(quick)
     const samples = await sampleInterleaved(contenders, sampling)
-    const target = (what: string, largeName: string, smallName: string): Target => {
-      const r = pairedRatio(samples, largeName, smallName)
-      return { what, goal: "≤ 2.00×", value: ratio(r), met: r.median <= 2 }
-    }
     return {
       title: `3. Scale: the hit path with ${num(SMALL)} and with ${num(large)} users holding a slot`,
       setup:
@@ -85,8 +80,8 @@ export const scale: Benchmark = {
         return [name, num(users), perOp!, vs!]
       }),
       targets: [
-        target("scale: users holding nothing, large vs small manager", LARGE_NEW, SMALL_NEW),
-        target("scale: users holding a slot, large vs small manager", LARGE_HOLDING, SMALL_HOLDING)
+        ratioTarget("scale: users holding nothing, large vs small manager", samples, LARGE_NEW, SMALL_NEW, 2),
+        ratioTarget("scale: users holding a slot, large vs small manager", samples, LARGE_HOLDING, SMALL_HOLDING, 2)
       ],
       notes: []
     }

@@ -1,16 +1,14 @@
 import { Effect } from "effect"
 import {
   effectContender,
+  LIMIT,
   makeManager,
-  pairedRatio,
   sampleInterleaved,
   timingSampling,
+  USERS,
   type Contender
 } from "./harness.js"
-import { describeSampling, num, ratio, timingRow, type Benchmark } from "./report.js"
-
-const USERS = 1_000
-const LIMIT = 3
+import { describeSampling, num, ratioTarget, timingRow, type Benchmark } from "./report.js"
 
 const SLOT = "`Effect.scoped(queue.slot(user))`"
 const ACQUIRE_RELEASE = "`Effect.scoped(Effect.acquireRelease(Effect.void, () => Effect.void))`"
@@ -41,7 +39,6 @@ export const scopedSlot: Benchmark = {
     ]
     const sampling = timingSampling(quick, 4_000)
     const samples = await sampleInterleaved(contenders, sampling)
-    const overhead = pairedRatio(samples, SLOT, ACQUIRE_RELEASE)
     return {
       title: "2. `slot` under `Effect.scoped`: our cost over Effect's own scope",
       setup:
@@ -53,12 +50,13 @@ export const scopedSlot: Benchmark = {
       header: ["contender", "median per operation", "vs `acquireRelease` of nothing"],
       rows: contenders.map((c) => timingRow(samples, c.name, ACQUIRE_RELEASE)),
       targets: [
-        {
-          what: "`Effect.scoped(slot)` vs `Effect.scoped(acquireRelease(void))`",
-          goal: "≤ 1.30×",
-          value: ratio(overhead),
-          met: overhead.median <= 1.3
-        }
+        ratioTarget(
+          "`Effect.scoped(slot)` vs `Effect.scoped(acquireRelease(void))`",
+          samples,
+          SLOT,
+          ACQUIRE_RELEASE,
+          1.3
+        )
       ],
       notes: []
     }
