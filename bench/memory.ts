@@ -182,6 +182,10 @@ export const memory: Benchmark = {
         }
       ],
       notes: [
+        `With a fiber, the manager's share is ${num(perUser(WITH_SLOT, "held") - perUser(FIBERS, "held"))} bytes per ` +
+          `user (the \`withSlot\` row minus the fibers row), against ${num(perUser(TRY_ACQUIRE, "held"))} for the count ` +
+          "alone: a fiber suspended inside `withSlot` keeps alive the continuations and closures of its acquisition and " +
+          "of the release still to come.",
         "A map of p-limit limiters keeps every limiter it ever made unless the application deletes idle ones itself " +
           '(p-limit has no hook for "idle"); the manager drops a user\'s entry when its count reaches zero.'
       ]
