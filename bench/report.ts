@@ -115,7 +115,9 @@ const effectVersion = (): string => {
 const gitCommit = (): string => {
   try {
     const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim()
-    const dirty = execFileSync("git", ["status", "--porcelain", "--", "src", "bench"], { encoding: "utf8" }).trim()
+    const dirty = execFileSync("git", ["status", "--porcelain", "--", "src", "bench", ":!bench/RESULTS.md"], {
+      encoding: "utf8"
+    }).trim()
     return dirty === "" ? commit : `${commit} with uncommitted changes`
   } catch {
     return "unknown"
