@@ -166,7 +166,8 @@ export interface Service {
   readonly release: (userId: UserId) => Effect.Effect<void>
   /**
    * A slot held until the surrounding scope closes, then released exactly once whatever the
-   * exit. Refused (`QueueFull`, holding nothing) or waits, as `onFull` says.
+   * exit. Refused (`QueueFull`, holding nothing) or waits, as `onFull` says. With a store whose
+   * slots are leases (Redis), a lost lease interrupts the fiber that took the slot.
    */
   readonly slot: (userId: UserId, options?: SlotOptions) => Effect.Effect<void, SlotError, Scope.Scope>
   /**

@@ -11,14 +11,15 @@ import {
   Metric,
   Tracer
 } from "effect"
-import type { Fiber } from "effect"
+import { Fiber } from "effect"
+import type { Scope } from "effect"
 import type { AcquireOptions, Options, Service, SlotOptions, UserId, UserLimit } from "../QueueManager.js"
 import * as QueueMetrics from "../QueueMetrics.js"
 import { validateLimit } from "./config.js"
 import { QueueFull, QueueShutdown, type StoreUnavailable } from "./errors.js"
 import { makeReporter } from "./metrics.js"
 import { makeMemoryStore } from "./memoryStore.js"
-import type { Grant, Outcome, Store } from "./store.js"
+import type { Grant, Lease, Outcome, Store } from "./store.js"
 import { withValidUserId } from "./userId.js"
 
 type Restore = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
@@ -62,6 +63,22 @@ const validateUserLimit = (userLimit: unknown) =>
           `userLimit must be a function (userId, maxUserQueue) => number, got ${typeof userLimit}`
         )
       )
+
+/**
+ * While the current scope is open, interrupts the calling fiber (the holder of a `slot`) if
+ * `lease` is lost. The watcher is interruptible although forked from an uninterruptible region,
+ * so closing the scope stops it.
+ */
+const interruptOnLoss = (lease: Lease): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.withFiberRuntime((holder) =>
+    Effect.asVoid(
+      Effect.forkScoped(
+        Effect.interruptible(
+          Effect.catchAll(lease.lost, () => Effect.fiberIdWith((watcher) => Fiber.interruptAsFork(holder, watcher)))
+        )
+      )
+    )
+  )
 
 /** Builds a store for a manager's global options. */
 export type MakeStore<E, R> = (maxTotal: number, maxWaitingPerUser: number) => Effect.Effect<Store, E, R>
@@ -233,7 +250,7 @@ export const makeWith = <E, R>(
         acquire("QueueManager.slot", userId, options, (_restore, announce, grant) =>
           Effect.zipRight(
             Effect.addFinalizer(() => release(userId, grant)),
-            announce
+            grant.lease === undefined ? announce : Effect.zipRight(interruptOnLoss(grant.lease), announce)
           )
         ),
       withSlot: (userId, options) => (self) =>

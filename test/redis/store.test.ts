@@ -144,6 +144,45 @@ describe("Redis store", () => {
     { timeout: 10_000 }
   )
 
+  it.scoped(
+    "a lost lease interrupts the fiber holding a slot, and its scope releases nothing twice",
+    () =>
+      Effect.gen(function* () {
+        const { a, b, prefix } = yield* twoProcesses({ maxUserQueue: 1, leaseTime: "300 millis" })
+        let finished = false
+        const fiber = yield* Effect.fork(
+          Effect.scoped(
+            Effect.zipRight(
+              a.slot(1),
+              Effect.zipRight(
+                Effect.never,
+                Effect.sync(() => (finished = true))
+              )
+            )
+          )
+        )
+        while ((yield* a.stats).inFlight === 0) yield* Effect.yieldNow()
+        yield* withRedis((redis) => redis.del(`{${prefix}}:leases`, `{${prefix}}:owner`, `{${prefix}}:counts`))
+        const exit = yield* Fiber.await(fiber)
+        expect(Exit.isInterrupted(exit)).toBe(true)
+        expect(finished).toBe(false)
+        // the slot someone else now holds is not given back by the lost holder's scope
+        expect(yield* b.tryAcquire(1)).toBe(true)
+        expect(yield* a.stats).toMatchObject({ inFlight: 1, activeUsers: 1 })
+      }),
+    { timeout: 10_000 }
+  )
+
+  it.scoped("closing a slot's scope stops the watcher of its lease and frees the slot", () =>
+    Effect.gen(function* () {
+      const { a, b } = yield* twoProcesses({ maxUserQueue: 1 })
+      // the watcher is forked from an uninterruptible region: were it uninterruptible, this would hang
+      yield* Effect.scoped(a.slot(1))
+      expect(yield* a.stats).toMatchObject({ inFlight: 0, activeUsers: 0 })
+      expect(yield* b.tryAcquire(1)).toBe(true)
+    })
+  )
+
   it.scoped("a key holding the wrong type gets a clear error and changes nothing", () =>
     Effect.gen(function* () {
       const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
