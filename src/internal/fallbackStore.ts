@@ -5,7 +5,7 @@ import type { Grant, Lease, Local, Store, Ticket } from "./store.js"
 
 /** The lease of a slot taken from the local store while the shared one was unreachable. */
 class LocalLease implements Lease {
-  readonly lost = Effect.never
+  readonly watch = undefined
 }
 
 /**

@@ -6,6 +6,7 @@ import {
   DefaultServices,
   Effect,
   Exit,
+  FiberId,
   FiberRef,
   LogLevel,
   Metric,
@@ -16,7 +17,7 @@ import type { Scope } from "effect"
 import type { AcquireOptions, Options, Service, SlotOptions, UserId, UserLimit } from "../QueueManager.js"
 import * as QueueMetrics from "../QueueMetrics.js"
 import { validateLimit } from "./config.js"
-import { QueueFull, QueueShutdown, type StoreUnavailable } from "./errors.js"
+import { LeaseLost, QueueFull, QueueShutdown, type StoreUnavailable } from "./errors.js"
 import { makeReporter } from "./metrics.js"
 import { makeMemoryStore } from "./memoryStore.js"
 import type { Grant, Lease, Outcome, Store } from "./store.js"
@@ -64,21 +65,38 @@ const validateUserLimit = (userLimit: unknown) =>
         )
       )
 
-/**
- * While the current scope is open, interrupts the calling fiber (the holder of a `slot`) if
- * `lease` is lost. The watcher is interruptible although forked from an uninterruptible region,
- * so closing the scope stops it.
- */
+/** While the current scope is open, interrupts the calling fiber (the holder of a `slot`) if `lease` is lost. */
 const interruptOnLoss = (lease: Lease): Effect.Effect<void, never, Scope.Scope> =>
-  Effect.withFiberRuntime((holder) =>
-    Effect.asVoid(
-      Effect.forkScoped(
-        Effect.interruptible(
-          Effect.catchAll(lease.lost, () => Effect.fiberIdWith((watcher) => Fiber.interruptAsFork(holder, watcher)))
-        )
-      )
+  Effect.withFiberRuntime((holder) => {
+    const stop = lease.watch!(() => holder.unsafeInterruptAsFork(FiberId.none))
+    return Effect.addFinalizer(() => Effect.sync(stop))
+  })
+
+/**
+ * Runs `self` (made interruptible by `restore`) in a child fiber that a lost `lease`
+ * interrupts, and then fails with `LeaseLost`; interrupting the caller interrupts the child
+ * and waits for it. Called with interruption disabled.
+ */
+const guarded = <A, E, R>(
+  restore: Restore,
+  self: Effect.Effect<A, E, R>,
+  lease: Lease,
+  userId: UserId
+): Effect.Effect<A, E | LeaseLost, R> =>
+  Effect.flatMap(Effect.fork(restore(self)), (child) => {
+    let lost = false
+    const stop = lease.watch!(() => {
+      lost = true
+      child.unsafeInterruptAsFork(FiberId.none)
+    })
+    return Effect.flatMap(
+      Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child)),
+      (exit): Effect.Effect<A, E | LeaseLost> => {
+        stop()
+        return lost && Exit.isInterrupted(exit) ? Effect.fail(new LeaseLost({ userId })) : exit
+      }
     )
-  )
+  })
 
 /** Builds a store for a manager's global options. */
 export type MakeStore<E, R> = (maxTotal: number, maxWaitingPerUser: number) => Effect.Effect<Store, E, R>
@@ -250,13 +268,16 @@ export const makeWith = <E, R>(
         acquire("QueueManager.slot", userId, options, (_restore, announce, grant) =>
           Effect.zipRight(
             Effect.addFinalizer(() => release(userId, grant)),
-            grant.lease === undefined ? announce : Effect.zipRight(interruptOnLoss(grant.lease), announce)
+            grant.lease?.watch === undefined ? announce : Effect.zipRight(interruptOnLoss(grant.lease), announce)
           )
         ),
       withSlot: (userId, options) => (self) =>
         acquire("QueueManager.withSlot", userId, options, (restore, announce, grant) =>
           Effect.ensuring(
-            andThen(announce, restore(grant.lease === undefined ? self : Effect.raceFirst(self, grant.lease.lost))),
+            andThen(
+              announce,
+              grant.lease?.watch === undefined ? restore(self) : guarded(restore, self, grant.lease, userId)
+            ),
             release(userId, grant)
           )
         ),

@@ -1,11 +1,14 @@
 import type { Effect, HashMap } from "effect"
 import type { UserId } from "../QueueManager.js"
-import type { LeaseLost, QueueShutdown, RefusalReason, StoreUnavailable } from "./errors.js"
+import type { QueueShutdown, RefusalReason, StoreUnavailable } from "./errors.js"
 
-/** A held slot that can be lost (a Redis lease); the in-memory store's slots have none. */
+/** A held slot, as a store knows it; the in-memory store's slots have none. */
 export interface Lease {
-  /** Fails with `LeaseLost` if the lease is lost while held; otherwise never completes. */
-  readonly lost: Effect.Effect<never, LeaseLost>
+  /**
+   * For a lease that can be lost (Redis): calls `onLost` if it is lost while held and
+   * watched; the result stops watching. `undefined` for a lease that cannot be lost.
+   */
+  readonly watch: ((onLost: () => void) => () => void) | undefined
 }
 
 /** A slot handed to a caller: the user's count after it, and its lease if it has one. */

@@ -1,8 +1,8 @@
-import { Deferred, Duration, Effect, Fiber, FiberId, HashMap, Schedule } from "effect"
+import { Deferred, Duration, Effect, FiberId, HashMap, Schedule } from "effect"
 import type { Scope } from "effect"
 import type { RedisOptions } from "ioredis"
 import type { UserId } from "../../QueueManager.js"
-import { LeaseLost, QueueShutdown, type RefusalReason, StoreUnavailable } from "../errors.js"
+import { QueueShutdown, type RefusalReason, StoreUnavailable } from "../errors.js"
 import type { Grant, Lease, Local, Outcome, Store, Ticket, Totals } from "../store.js"
 import { type Connection, connect, liveClock, sleepLive, unavailable } from "./connection.js"
 
@@ -14,6 +14,9 @@ export interface RedisStoreSettings {
   readonly timeoutMillis: number
 }
 
+/** How many leases and tickets one renewal round trip carries at most. */
+const RENEW_BATCH = 1000
+
 const encode = (userId: UserId) => (typeof userId === "number" ? `n${userId}` : `s${userId}`)
 const decode = (key: string): UserId => (key[0] === "n" ? Number(key.slice(1)) : key.slice(1))
 
@@ -23,22 +26,25 @@ const pairs = (flat: ReadonlyArray<string>) => {
   return out
 }
 
-/** A slot held in Redis: renewed by a fiber of its own until released; `lost` fails if it expires first. */
+/** A slot held in Redis, renewed until released; its watchers are told if it expires first. */
 class RedisLease implements Lease {
-  renewer: Fiber.RuntimeFiber<void> | undefined
+  /** When the last renewal Redis confirmed was sent (this process's clock). */
+  renewedAt = Date.now()
+  /** Who is told if it is lost; dropped when it is released. */
+  watchers: Set<() => void> | undefined
   constructor(
     readonly id: string,
-    readonly userId: UserId,
-    readonly signal: Deferred.Deferred<never, LeaseLost>
+    readonly userId: UserId
   ) {}
-  get lost() {
-    return Deferred.await(this.signal)
+  watch(onLost: () => void) {
+    ;(this.watchers ??= new Set()).add(onLost)
+    return () => void this.watchers?.delete(onLost)
   }
 }
 
 /** A request waiting in Redis; `signal` completes when it is admitted or refused. */
 class RedisTicket implements Ticket {
-  renewer: Fiber.RuntimeFiber<void> | undefined
+  renewedAt = Date.now()
   constructor(
     readonly id: string,
     readonly userId: UserId,
@@ -87,9 +93,9 @@ export const makeRedisStore = (
       if (at < 0) return false
       held!.splice(at, 1)
       if (held!.length === 0) leases.delete(lease.userId)
+      lease.watchers = undefined
       local.inFlight--
       local.users = leases.size
-      if (lease.renewer !== undefined) Effect.runFork(Fiber.interrupt(lease.renewer))
       if (local.inFlight === 0) {
         for (const wake of idle) wake()
         idle.clear()
@@ -97,50 +103,31 @@ export const makeRedisStore = (
       return true
     }
 
-    /** Renews `id` every third of a lease until interrupted; `onGone` when Redis no longer has it. */
-    const renewing = (id: string, onAdmitted: (() => void) | undefined, onGone: () => Effect.Effect<void>) =>
-      Effect.gen(function* () {
-        let renewedAt = Date.now()
-        while (true) {
-          yield* sleepLive(leaseMillis / 3)
-          const answer = yield* Effect.either(call<ReadonlyArray<number>>("renew", "renew", [leaseMillis, id]))
-          if (answer._tag === "Left") {
-            if (Date.now() - renewedAt >= leaseMillis) return yield* onGone()
-            continue
-          }
-          if (answer.right[0] === 0) return yield* onGone()
-          if (answer.right[0] === 1 && onAdmitted !== undefined) return onAdmitted()
-          renewedAt = Date.now()
-        }
-      })
-
     const hold = (id: string, userId: UserId, active: number): Grant => {
-      const lease = new RedisLease(id, userId, Deferred.unsafeMake(FiberId.none))
+      const lease = new RedisLease(id, userId)
       const held = leases.get(userId)
       if (held === undefined) leases.set(userId, [lease])
       else held.push(lease)
       local.inFlight++
       local.acquired++
       local.users = leases.size
-      lease.renewer = Effect.runFork(
-        renewing(id, undefined, () =>
-          Effect.sync(() => {
-            lease.renewer = undefined // this fiber: forget must not interrupt it
-            forget(lease)
-          }).pipe(
-            Effect.zipRight(Deferred.fail(lease.signal, new LeaseLost({ userId }))),
-            Effect.zipRight(Effect.logWarning("slot lost: its lease expired before it was renewed")),
-            Effect.annotateLogs({ userId })
-          )
-        )
-      )
       return { active, lease }
     }
+
+    /** Forgets a lease Redis no longer has, and tells its watchers. */
+    const lost = (lease: RedisLease) =>
+      Effect.suspend(() => {
+        const watchers = lease.watchers
+        if (!forget(lease)) return Effect.void
+        watchers?.forEach((onLost) => onLost())
+        return Effect.annotateLogs(Effect.logWarning("slot lost: its lease expired before it was renewed"), {
+          userId: lease.userId
+        })
+      })
 
     const admitted = (ticket: RedisTicket, active: number) => {
       if (!tickets.delete(ticket.id)) return
       local.waiting = tickets.size
-      if (ticket.renewer !== undefined) Effect.runFork(Fiber.interrupt(ticket.renewer))
       Deferred.unsafeDone(ticket.signal, Effect.succeed(hold(ticket.id, ticket.userId, active)))
     }
 
@@ -158,6 +145,37 @@ export const makeRedisStore = (
           }
         })
       )
+
+    /**
+     * Renews, in one round trip per `RENEW_BATCH`, every lease and ticket of this process.
+     * An entry Redis no longer has is settled: a lease is lost, a ticket is checked (it was
+     * admitted and its wake-up missed, or it expired). While Redis does not answer, a lease
+     * not renewed for a lease time is lost: Redis has expired it by then.
+     */
+    const renewAll = Effect.suspend(() => {
+      const entries: Array<RedisLease | RedisTicket> = Array.from(tickets.values())
+      for (const held of leases.values()) entries.push(...held)
+      const batches: Array<Array<RedisLease | RedisTicket>> = []
+      for (let i = 0; i < entries.length; i += RENEW_BATCH) batches.push(entries.slice(i, i + RENEW_BATCH))
+      return Effect.forEach(batches, (batch) => {
+        const sentAt = Date.now()
+        const ids = batch.map((entry) => entry.id)
+        return Effect.flatMap(
+          Effect.either(call<ReadonlyArray<number>>("renew", "renew", [leaseMillis, ...ids])),
+          (answer) =>
+            Effect.forEach(batch, (entry, i) => {
+              const state = answer._tag === "Right" ? answer.right[i] : undefined
+              if (state === 2 || (state === 1 && entry instanceof RedisLease)) {
+                entry.renewedAt = sentAt
+                return Effect.void
+              }
+              if (entry instanceof RedisTicket) return state === undefined ? Effect.void : Effect.ignore(check(entry))
+              return state === 0 || Date.now() - entry.renewedAt >= leaseMillis ? lost(entry) : Effect.void
+            })
+        )
+      })
+    })
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(sleepLive(leaseMillis / 3), renewAll)))
 
     // a wake-up can overtake the reply that queued its ticket (they travel on two connections)
     const early = new Map<string, number>()
@@ -242,15 +260,7 @@ export const makeRedisStore = (
             if (active !== undefined) {
               early.delete(id)
               admitted(ticket, active)
-              return { _tag: "Waiting", ticket }
             }
-            ticket.renewer = Effect.runFork(
-              renewing(
-                id,
-                () => Effect.runFork(Effect.ignore(check(ticket))),
-                () => Effect.ignore(check(ticket))
-              )
-            )
             return { _tag: "Waiting", ticket }
           })
         }),
@@ -260,7 +270,6 @@ export const makeRedisStore = (
           const t = ticket as RedisTicket
           if (tickets.delete(t.id)) {
             local.waiting = tickets.size
-            if (t.renewer !== undefined) Effect.runFork(Fiber.interrupt(t.renewer))
             return Effect.ignore(call("leave", "leave", [t.id]))
           }
           // admitted while it stopped waiting: give the slot back
@@ -324,12 +333,5 @@ export const makeRedisStore = (
       }),
       local
     }
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        for (const held of leases.values())
-          for (const lease of held) if (lease.renewer) Effect.runFork(Fiber.interrupt(lease.renewer))
-        for (const ticket of tickets.values()) if (ticket.renewer) Effect.runFork(Fiber.interrupt(ticket.renewer))
-      })
-    )
     return store
   })
