@@ -9,12 +9,13 @@ const PARTITIONED = "`PartitionedSemaphore.withPermits(user, 1)` (1 permit)"
 const P_LIMIT = "`p-limit(1)`"
 
 /** Takes `samples` hand-off times (nanoseconds), one sample at a time. */
-type Sampler = (samples: number) => Promise<ReadonlyArray<number>>
+export type Sampler = (samples: number) => Promise<ReadonlyArray<number>>
 
 /** Runs `self` in the only slot of one user. */
 type Limit = <A, E>(self: Effect.Effect<A, E>) => Effect.Effect<A, unknown>
 
-const now = () => performance.now() * 1e6
+/** The time in nanoseconds, as the hand-off samplers note it. */
+export const now = () => performance.now() * 1e6
 
 /**
  * One sample through an Effect limiter of capacity 1: a holder takes the slot and waits for
@@ -22,7 +23,7 @@ const now = () => performance.now() * 1e6
  * the waiter fiber's status); then the holder is signalled, notes the time and ends its body,
  * which releases the slot; the waiter notes the time its body starts.
  */
-const effectSampler =
+export const effectSampler =
   (limit: Limit, queued?: Effect.Effect<boolean, unknown>): Sampler =>
   (samples) =>
     Effect.runPromise(
@@ -108,6 +109,29 @@ const samplers = (): ReadonlyArray<readonly [string, Sampler]> => {
 }
 
 /**
+ * Takes `rounds × perRound` samples of every sampler after a warm-up round of `perRound`,
+ * the samplers interleaved in an order rotated each round. Nanoseconds, per sampler name.
+ */
+export const sampleRounds = async (
+  samplers: ReadonlyArray<readonly [string, Sampler]>,
+  rounds: number,
+  perRound: number
+): Promise<ReadonlyMap<string, ReadonlyArray<number>>> => {
+  const times = new Map(samplers.map(([name]) => [name, [] as Array<number>]))
+  for (const [, sample] of samplers) await sample(perRound)
+  for (let round = 0; round < rounds; round++) {
+    for (let k = 0; k < samplers.length; k++) {
+      const [name, sample] = samplers[(round + k) % samplers.length]!
+      times.get(name)!.push(...(await sample(perRound)))
+    }
+  }
+  return times
+}
+
+/** Nanoseconds as microseconds: `12.3 µs`. */
+export const micros = (nanos: number): string => `${num(nanos / 1000, 1)} µs`
+
+/**
  * Benchmark 6: the time from a release to the next waiter's body starting (limit 1, one
  * waiter queued), p50 and p99 over many samples, next to Effect's semaphores and p-limit.
  */
@@ -118,16 +142,8 @@ export const handoff: Benchmark = {
     const rounds = quick ? 2 : 10
     const perRound = quick ? 50 : 500
     const contenders = samplers()
-    const times = new Map(contenders.map(([name]) => [name, [] as Array<number>]))
-    for (const [, sample] of contenders) await sample(perRound)
-    for (let round = 0; round < rounds; round++) {
-      for (let k = 0; k < contenders.length; k++) {
-        const [name, sample] = contenders[(round + k) % contenders.length]!
-        times.get(name)!.push(...(await sample(perRound)))
-      }
-    }
+    const times = await sampleRounds(contenders, rounds, perRound)
     const p50 = (name: string) => quantile(times.get(name)!, 0.5)
-    const micros = (nanos: number) => `${num(nanos / 1000, 1)} µs`
     return {
       title: "6. Wait-mode hand-off: from a release to the next waiter running",
       setup:

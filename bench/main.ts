@@ -6,6 +6,7 @@
 import { writeFileSync } from "node:fs"
 import { format, resolveConfig } from "prettier"
 import { renderResults, renderSection, renderTargets, runStart, type Section } from "./report.js"
+import { redisReachable, redisUrl } from "./redisPeers.js"
 import { suite } from "./suite.js"
 
 const args = process.argv.slice(2)
@@ -19,8 +20,14 @@ const write = option("--write")
 
 const start = runStart()
 const sections: Array<Section> = []
+const redis = await redisReachable()
 for (const benchmark of suite) {
   if (only !== undefined && !only.includes(benchmark.id)) continue
+  if (benchmark.needsRedis && !redis) {
+    if (process.env["CI"] === "true") throw new Error(`benchmark ${benchmark.id}: no Redis answers at ${redisUrl}`)
+    console.log(`(${benchmark.id}: skipped, no Redis answers at ${redisUrl}; start one or set REDIS_URL)\n`)
+    continue
+  }
   const started = performance.now()
   const section = await benchmark.run(quick)
   const missing = benchmark.rows.filter((row) => !section.rows.some((cells) => cells[0] === row))

@@ -25,6 +25,8 @@ export interface Section {
 /** One benchmark: `rows` are the names of the rows its table always has. */
 export interface Benchmark {
   readonly id: string
+  /** Runs against the Redis at `REDIS_URL`: skipped when none answers, except under `CI=true`. */
+  readonly needsRedis?: true
   readonly rows: ReadonlyArray<string>
   readonly run: (quick: boolean) => Promise<Section>
 }

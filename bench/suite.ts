@@ -4,7 +4,22 @@ import { hitPath } from "./hitPath.js"
 import { memory } from "./memory.js"
 import type { Benchmark } from "./report.js"
 import { scale } from "./scale.js"
+import { redisCycles } from "./redisCycles.js"
+import { redisHandoff } from "./redisHandoff.js"
+import { redisReclaim } from "./redisReclaim.js"
+import { redisRoundTrips } from "./redisRoundTrips.js"
 import { scopedSlot } from "./scoped.js"
 
-/** Every benchmark, in the order of issue 3, item 10. */
-export const suite: ReadonlyArray<Benchmark> = [hitPath, scopedSlot, scale, memory, fairness, handoff]
+/** Every benchmark: issue 3, item 10, then the Redis store's (issue 4, item 8). */
+export const suite: ReadonlyArray<Benchmark> = [
+  hitPath,
+  scopedSlot,
+  scale,
+  memory,
+  fairness,
+  handoff,
+  redisCycles,
+  redisRoundTrips,
+  redisHandoff,
+  redisReclaim
+]

@@ -1,0 +1,110 @@
+import { Effect } from "effect"
+import { LIMIT, median, pairedRatio, repeatOps, sampleInterleaved, timingSampling, type Contender } from "./harness.js"
+import { openPeers } from "./redisPeers.js"
+import { describeSampling, num, ratio, type Benchmark, type Target } from "./report.js"
+
+/** The concurrent callers of the busy rows, as in issue 4. */
+const CALLERS = 64
+
+/** The users of the contended rows: each has `CALLERS / CONTENDED_USERS` callers for its `LIMIT` slots. */
+const CONTENDED_USERS = 8
+
+const OURS = "QueueManager, Redis store"
+const PEER = "redis-semaphore"
+
+interface Scenario {
+  readonly label: string
+  readonly callers: number
+  readonly users: number
+}
+
+const scenarios: ReadonlyArray<Scenario> = [
+  { label: "1 caller", callers: 1, users: 1 },
+  { label: `${CALLERS} callers, ${CALLERS} users`, callers: CALLERS, users: CALLERS },
+  { label: `${CALLERS} callers, ${CONTENDED_USERS} users`, callers: CALLERS, users: CONTENDED_USERS }
+]
+
+const row = (who: string, scenario: Scenario) => `${who}, ${scenario.label}`
+
+/** Runs `cycles` spread over `callers` concurrent loops, caller `c` on user `c % users`. */
+const spread = async (scenario: Scenario, ops: number, loop: (user: number, cycles: number) => Promise<void>) => {
+  await Promise.all(
+    Array.from({ length: scenario.callers }, (_, c) =>
+      loop(c % scenario.users, Math.floor(ops / scenario.callers) + (c < ops % scenario.callers ? 1 : 0))
+    )
+  )
+}
+
+/**
+ * Issue 4, item 8: slot cycles (acquire, an empty body, release) per second against
+ * redis-semaphore on the same server, with 1 caller and with 64 concurrent callers.
+ */
+export const redisCycles: Benchmark = {
+  id: "redis-cycles",
+  needsRedis: true,
+  rows: scenarios.flatMap((s) => [row(OURS, s), row(PEER, s)]),
+  run: async (quick) => {
+    const peers = await openPeers()
+    try {
+      const queue = await peers.ours({ maxUserQueue: LIMIT })
+      const contenders: Array<Contender> = scenarios.flatMap(
+        (scenario): Array<Contender> => [
+          {
+            name: row(OURS, scenario),
+            run: (ops) =>
+              spread(scenario, ops, (user, cycles) =>
+                Effect.runPromise(repeatOps(cycles, () => queue.withSlot(user, { onFull: "wait" })(Effect.void)))
+              )
+          },
+          {
+            name: row(PEER, scenario),
+            run: (ops) =>
+              spread(scenario, ops, async (user, cycles) => {
+                for (let i = 0; i < cycles; i++) {
+                  const semaphore = peers.semaphore(user, LIMIT)
+                  await semaphore.acquire()
+                  await semaphore.release()
+                }
+              })
+          }
+        ]
+      )
+      const sampling = { ...timingSampling(quick, 1_000), samples: 1 }
+      const samples = await sampleInterleaved(contenders, sampling)
+      const perSecond = (name: string) => num(1e9 / median(samples.get(name)!))
+      // a ratio of times per cycle: below 1 means more cycles per second than redis-semaphore
+      const vsPeer = (s: Scenario) => pairedRatio(samples, row(OURS, s), row(PEER, s))
+      const target = (s: Scenario, max: number, goal: string): Target => {
+        const r = vsPeer(s)
+        return {
+          what: `Redis: slot cycles/s, ${s.label}, QueueManager vs redis-semaphore`,
+          goal,
+          value: `${num(1 / r.median, 2)}× (time per cycle ${ratio(r)})`,
+          met: r.median <= max
+        }
+      }
+      return {
+        title: "7. Redis: slot cycles per second against redis-semaphore",
+        setup:
+          `One Redis (${peers.client.options.host}:${peers.client.options.port}), both contenders in this process on ` +
+          `connections of their own. A cycle takes a slot of a user (limit ${LIMIT}), runs an empty body and gives it ` +
+          `back: \`withSlot(user, { onFull: "wait" })(Effect.void)\`; for redis-semaphore a \`Semaphore\` of ${LIMIT} on ` +
+          `the user's key, \`acquire()\` (polling every 10 ms while full, its default) then \`release()\`. The callers ` +
+          `run their share of a sample's cycles concurrently, caller \`c\` on user \`c % users\`: with ${CALLERS} ` +
+          `users nobody waits, with ${CONTENDED_USERS} users ${CALLERS / CONTENDED_USERS} callers compete for each ` +
+          `user's ${LIMIT} slots. ` +
+          describeSampling(sampling, "redis-semaphore in the same scenario") +
+          ` Cycles per second are 10⁹ / the median ns per cycle.`,
+        header: ["contender, scenario", "cycles per second", "time per cycle vs redis-semaphore"],
+        rows: scenarios.flatMap((s) => [
+          [row(OURS, s), perSecond(row(OURS, s)), ratio(vsPeer(s))],
+          [row(PEER, s), perSecond(row(PEER, s)), "1.00×"]
+        ]),
+        targets: [target(scenarios[0]!, 1, "≥ 1.00× (no slower)"), target(scenarios[1]!, 0.5, "≥ 2.00×")],
+        notes: []
+      }
+    } finally {
+      await peers.close()
+    }
+  }
+}
