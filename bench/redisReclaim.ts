@@ -109,7 +109,7 @@ export const redisReclaim: Benchmark = {
         `${num(Math.max(...times) / leaseMillis, 2)}`
       ]
       return {
-        title: "9. Redis: the slots of a killed process come back by themselves",
+        title: "10. Redis: the slots of a killed process come back by themselves",
         setup:
           `A separate Node process takes all ${LIMIT} slots of a user (lease ${num(leaseMillis)} ms), then is killed with ` +
           `SIGKILL at a random moment within a lease time (so at a random point of its renewal cycle). This process ` +

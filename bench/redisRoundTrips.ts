@@ -75,7 +75,7 @@ export const redisRoundTrips: Benchmark = {
       }
       const perOperation = (count: number) => num(count / operations, 2)
       return {
-        title: "10. Redis: round trips per acquire and per release",
+        title: "8. Redis: round trips per acquire and per release",
         setup:
           `${num(operations)} acquisitions (one per user, none refused), then their ${num(operations)} releases, one ` +
           `after the other; Redis's \`MONITOR\` counts the commands each contender's connections send (each awaited ` +

@@ -163,7 +163,7 @@ export const renderResults = (sections: ReadonlyArray<Section>, start: RunStart)
       "their contenders round by round and compare them round by round, so that a slower or busier moment of the " +
       "machine weighs on every contender alike; the load average below says how busy the machine was.",
     table(["machine", ""], machine(start)),
-    "## Targets (issue 3, item 10)",
+    "## Targets (issue 3, item 10; issue 4, item 8)",
     renderTargets(sections),
     ...sections.map(renderSection)
   ].join("\n\n") + "\n"
