@@ -183,6 +183,31 @@ describe("Redis store", () => {
     })
   )
 
+  it.live(
+    "held slots and waiting requests outlive many lease times while their process renews them, more than one batch of them",
+    () =>
+      Effect.gen(function* () {
+        const { a, b } = yield* twoProcesses({ maxUserQueue: 0, maxTotal: 1201, leaseTime: "300 millis" })
+        // 1,201 slots: more than one renewal round trip carries (1,000)
+        yield* Effect.forEach(
+          Array.from({ length: 1201 }, (_, i) => i),
+          (user) => a.tryAcquire(user),
+          {
+            concurrency: 50,
+            discard: true
+          }
+        )
+        const waiter = yield* Effect.fork(a.withSlot("late", { onFull: "wait" })(Effect.succeed("served")))
+        while ((yield* b.stats).waiting === 0) yield* Effect.yieldNow()
+        yield* Effect.sleep("1500 millis")
+        expect(yield* b.stats).toMatchObject({ inFlight: 1201, activeUsers: 1201, waiting: 1 })
+        expect(yield* a.stats).toMatchObject({ inFlight: 1201, waiting: 1 })
+        yield* a.release(1200)
+        expect(yield* Fiber.join(waiter)).toBe("served")
+      }).pipe(Effect.scoped),
+    { timeout: 20_000 }
+  )
+
   it.scoped("a key holding the wrong type gets a clear error and changes nothing", () =>
     Effect.gen(function* () {
       const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
