@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, Option } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, FiberRef, Option } from "effect"
 import { QueueManager } from "../src/index.js"
 import { holdOne, withManager } from "./support.js"
 
@@ -34,6 +34,15 @@ describe.each(guards)("%s", (_name, guard) => {
       )(Effect.zipRight(q.activeCount(1), body)).pipe(Effect.exit, Effect.zipRight(q.activeCount(1)))
       // 1 = released once; 0 would mean the other fiber's slot was freed too; 2 = leaked.
       expect(after).toBe(1)
+    }).pipe(provide(3))
+  )
+
+  it.scoped("what the body sets in a FiberRef stays set after it", () =>
+    Effect.gen(function* () {
+      const q = yield* QueueManager.QueueManager
+      const ref = yield* FiberRef.make("before")
+      yield* guard(q, 1)(FiberRef.set(ref, "set by the body"))
+      expect(yield* FiberRef.get(ref)).toBe("set by the body")
     }).pipe(provide(3))
   )
 

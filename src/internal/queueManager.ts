@@ -93,7 +93,10 @@ const guarded = <A, E, R>(
       Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child)),
       (exit): Effect.Effect<A, E | LeaseLost> => {
         stop()
-        return lost && Exit.isInterrupted(exit) ? Effect.fail(new LeaseLost({ userId })) : exit
+        // as Fiber.join: what the body set in FiberRefs stays set after it
+        const result: Effect.Effect<A, E | LeaseLost> =
+          lost && Exit.isInterrupted(exit) ? Effect.fail(new LeaseLost({ userId })) : exit
+        return Effect.zipRight(Fiber.inheritAll(child), result)
       }
     )
   })

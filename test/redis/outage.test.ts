@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
-import type { QueueManager } from "../../src/index.js"
+import { Effect, Exit, Fiber } from "effect"
+import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
 import { hold } from "../support.js"
 import { freePort, startRedis, stop } from "./server.js"
@@ -46,6 +46,26 @@ describe("Redis down or paused", () => {
         yield* untilCount(q, 1, 0)
         const results = yield* Effect.replicateEffect(q.tryAcquire(1), 4)
         expect(results).toEqual([true, true, true, false])
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    "while Redis is down a held slot is lost with LeaseLost, and a waiter gives up instead of hanging",
+    () =>
+      Effect.gen(function* () {
+        const { q, server } = yield* ownRedis({ maxUserQueue: 1, leaseTime: "1500 millis" })
+        const holder = yield* Effect.fork(q.withSlot(1)(Effect.never))
+        while ((yield* q.stats).inFlight === 0) yield* Effect.yieldNow()
+        const waiter = yield* Effect.fork(q.withSlot(1, { onFull: "wait" })(Effect.void))
+        while ((yield* q.stats).waiting === 0) yield* Effect.yieldNow()
+        yield* stop(server)
+        const lost = yield* Fiber.await(holder)
+        expect(lost).toEqual(Exit.fail(new QueueManager.LeaseLost({ userId: 1 })))
+        const gaveUp = yield* Effect.flip(Fiber.join(waiter))
+        expect(gaveUp._tag).toBe("StoreUnavailable")
+        expect(gaveUp.message).toContain("the waiting request was given up")
+        yield* q.awaitIdle // the lost slot is no longer counted as held by this process
       }).pipe(Effect.scoped),
     30_000
   )

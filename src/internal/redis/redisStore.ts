@@ -28,15 +28,20 @@ const pairs = (flat: ReadonlyArray<string>) => {
 
 /** A slot held in Redis, renewed until released; its watchers are told if it expires first. */
 class RedisLease implements Lease {
-  /** When the last renewal Redis confirmed was sent (this process's clock). */
-  renewedAt = Date.now()
   /** Who is told if it is lost; dropped when it is released. */
   watchers: Set<() => void> | undefined
+  isLost = false
   constructor(
     readonly id: string,
-    readonly userId: UserId
+    readonly userId: UserId,
+    /** When the call that took or last renewed it was sent (this process's clock): Redis expires it a lease later, or after. */
+    public renewedAt: number
   ) {}
   watch(onLost: () => void) {
+    if (this.isLost) {
+      onLost()
+      return () => {}
+    }
     ;(this.watchers ??= new Set()).add(onLost)
     return () => void this.watchers?.delete(onLost)
   }
@@ -44,11 +49,12 @@ class RedisLease implements Lease {
 
 /** A request waiting in Redis; `signal` completes when it is admitted or refused. */
 class RedisTicket implements Ticket {
-  renewedAt = Date.now()
   constructor(
     readonly id: string,
     readonly userId: UserId,
-    readonly signal: Deferred.Deferred<Grant, QueueShutdown | StoreUnavailable>
+    readonly signal: Deferred.Deferred<Grant, QueueShutdown | StoreUnavailable>,
+    /** As for a lease: when the call that queued or last renewed it was sent. */
+    public renewedAt: number
   ) {}
 }
 
@@ -103,8 +109,8 @@ export const makeRedisStore = (
       return true
     }
 
-    const hold = (id: string, userId: UserId, active: number): Grant => {
-      const lease = new RedisLease(id, userId)
+    const hold = (id: string, userId: UserId, active: number, renewedAt: number): Grant => {
+      const lease = new RedisLease(id, userId, renewedAt)
       const held = leases.get(userId)
       if (held === undefined) leases.set(userId, [lease])
       else held.push(lease)
@@ -119,6 +125,7 @@ export const makeRedisStore = (
       Effect.suspend(() => {
         const watchers = lease.watchers
         if (!forget(lease)) return Effect.void
+        lease.isLost = true
         watchers?.forEach((onLost) => onLost())
         return Effect.annotateLogs(Effect.logWarning("slot lost: its lease expired before it was renewed"), {
           userId: lease.userId
@@ -128,7 +135,8 @@ export const makeRedisStore = (
     const admitted = (ticket: RedisTicket, active: number) => {
       if (!tickets.delete(ticket.id)) return
       local.waiting = tickets.size
-      Deferred.unsafeDone(ticket.signal, Effect.succeed(hold(ticket.id, ticket.userId, active)))
+      // Redis granted it after the ticket's last renewal was sent: counting from then errs on the safe side
+      Deferred.unsafeDone(ticket.signal, Effect.succeed(hold(ticket.id, ticket.userId, active, ticket.renewedAt)))
     }
 
     /** Asks Redis where `ticket` stands, and delivers it if it was admitted. */
@@ -146,15 +154,35 @@ export const makeRedisStore = (
         })
       )
 
+    /** Gives up a ticket while Redis does not answer: its waiter fails, and it leaves its line once Redis does. */
+    const expire = (ticket: RedisTicket) =>
+      Effect.suspend(() => {
+        if (!tickets.delete(ticket.id)) return Effect.void
+        local.waiting = tickets.size
+        const error = new StoreUnavailable({
+          operation: "wait",
+          reason: `Redis did not answer for a lease time (${leaseMillis} ms): the waiting request was given up`
+        })
+        Deferred.unsafeDone(ticket.signal, Effect.fail(error))
+        return retryInBackground("leave", ticket.id, error)
+      })
+
+    /**
+     * Whether an entry last renewed at `renewedAt` may expire in Redis before the next round
+     * can renew it or find it gone (a third of a lease, plus a call's timeout, from now).
+     */
+    const doomed = (renewedAt: number) => renewedAt + leaseMillis <= Date.now() + leaseMillis / 3 + timeoutMillis
+
     /**
      * Renews, in one round trip per `RENEW_BATCH`, every lease and ticket of this process.
      * An entry Redis no longer has is settled: a lease is lost, a ticket is checked (it was
-     * admitted and its wake-up missed, or it expired). While Redis does not answer, a lease
-     * not renewed for a lease time is lost: Redis has expired it by then.
+     * admitted and its wake-up missed, or it expired; checked in the background, so that the
+     * next batches are not held up). While Redis does not answer, an entry that may expire
+     * before the next round is given up now, so that no holder outlives its lease.
      */
     const renewAll = Effect.suspend(() => {
       const entries: Array<RedisLease | RedisTicket> = Array.from(tickets.values())
-      for (const held of leases.values()) entries.push(...held)
+      for (const held of leases.values()) for (const lease of held) entries.push(lease)
       const batches: Array<Array<RedisLease | RedisTicket>> = []
       for (let i = 0; i < entries.length; i += RENEW_BATCH) batches.push(entries.slice(i, i + RENEW_BATCH))
       return Effect.forEach(batches, (batch) => {
@@ -162,20 +190,47 @@ export const makeRedisStore = (
         const ids = batch.map((entry) => entry.id)
         return Effect.flatMap(
           Effect.either(call<ReadonlyArray<number>>("renew", "renew", [leaseMillis, ...ids])),
-          (answer) =>
-            Effect.forEach(batch, (entry, i) => {
+          (answer) => {
+            const toCheck: Array<RedisTicket> = []
+            const settled = Effect.forEach(batch, (entry, i) => {
               const state = answer._tag === "Right" ? answer.right[i] : undefined
               if (state === 2 || (state === 1 && entry instanceof RedisLease)) {
                 entry.renewedAt = sentAt
                 return Effect.void
               }
-              if (entry instanceof RedisTicket) return state === undefined ? Effect.void : Effect.ignore(check(entry))
-              return state === 0 || Date.now() - entry.renewedAt >= leaseMillis ? lost(entry) : Effect.void
+              if (state === undefined) {
+                if (!doomed(entry.renewedAt)) return Effect.void
+                return entry instanceof RedisLease ? lost(entry) : expire(entry)
+              }
+              if (entry instanceof RedisLease) return lost(entry)
+              toCheck.push(entry)
+              return Effect.void
             })
+            return Effect.zipRight(
+              settled,
+              toCheck.length === 0
+                ? Effect.void
+                : Effect.forkDaemon(
+                    Effect.forEach(toCheck, (ticket) => Effect.ignore(check(ticket)), {
+                      concurrency: "unbounded",
+                      discard: true
+                    })
+                  )
+            )
+          }
         )
       })
     })
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(sleepLive(leaseMillis / 3), renewAll)))
+    yield* Effect.forkScoped(
+      Effect.interruptible(
+        Effect.forever(
+          Effect.zipRight(
+            sleepLive(leaseMillis / 3),
+            Effect.catchAllCause(renewAll, (cause) => Effect.logError("lease renewal failed", cause))
+          )
+        )
+      )
+    )
 
     // a wake-up can overtake the reply that queued its ticket (they travel on two connections)
     const early = new Map<string, number>()
@@ -226,6 +281,7 @@ export const makeRedisStore = (
             return Effect.succeed({ _tag: "Shutdown" })
           }
           const id = nextId()
+          const sentAt = Date.now()
           const args = [
             encode(userId),
             limit,
@@ -247,13 +303,13 @@ export const makeRedisStore = (
             )
           )
           return Effect.map(answered, (answer): Outcome => {
-            if (answer[0] === 1) return { _tag: "Acquired", grant: hold(id, userId, Number(answer[1])) }
+            if (answer[0] === 1) return { _tag: "Acquired", grant: hold(id, userId, Number(answer[1]), sentAt) }
             if (answer[0] === 0) {
               const reason = answer[1] as RefusalReason
               refused[reason]++
               return { _tag: "Refused", reason, active: Number(answer[2]), limit: Number(answer[3]) }
             }
-            const ticket = new RedisTicket(id, userId, Deferred.unsafeMake(FiberId.none))
+            const ticket = new RedisTicket(id, userId, Deferred.unsafeMake(FiberId.none), sentAt)
             tickets.set(id, ticket)
             local.waiting = tickets.size
             const active = early.get(id)
