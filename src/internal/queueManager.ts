@@ -73,24 +73,32 @@ const interruptOnLoss = (lease: Lease): Effect.Effect<void, never, Scope.Scope> 
   })
 
 /**
- * Runs `self` (made interruptible by `restore`) in a child fiber that a lost `lease`
- * interrupts, and then fails with `LeaseLost`; interrupting the caller interrupts the child
- * and waits for it. Called with interruption disabled.
+ * Runs `work` (made interruptible by `restore`) then `release` in a child fiber, announces,
+ * and waits for the child; a lost `lease` interrupts the child, and then fails with
+ * `LeaseLost`; interrupting the caller interrupts the child and waits for it. The child
+ * releases the slot as soon as the work ends, without waiting for the caller to resume.
+ * Called with interruption disabled: the child starts that way, so its release is in place
+ * before anything can interrupt it.
  */
 const guarded = <A, E, R>(
   restore: Restore,
-  self: Effect.Effect<A, E, R>,
+  work: Effect.Effect<A, E, R>,
+  release: Effect.Effect<unknown>,
+  announce: Effect.Effect<void>,
   lease: Lease,
   userId: UserId
 ): Effect.Effect<A, E | LeaseLost, R> =>
-  Effect.flatMap(Effect.fork(restore(self)), (child) => {
+  Effect.flatMap(Effect.fork(Effect.ensuring(restore(work), release)), (child) => {
     let lost = false
     const stop = lease.watch!(() => {
       lost = true
       child.unsafeInterruptAsFork(FiberId.none)
     })
     return Effect.flatMap(
-      Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child)),
+      andThen(
+        announce,
+        Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child))
+      ),
       (exit): Effect.Effect<A, E | LeaseLost> => {
         stop()
         // as Fiber.join: what the body set in FiberRefs stays set after it
@@ -276,13 +284,9 @@ export const makeWith = <E, R>(
         ),
       withSlot: (userId, options) => (self) =>
         acquire("QueueManager.withSlot", userId, options, (restore, announce, grant) =>
-          Effect.ensuring(
-            andThen(
-              announce,
-              grant.lease?.watch === undefined ? restore(self) : guarded(restore, self, grant.lease, userId)
-            ),
-            release(userId, grant)
-          )
+          grant.lease?.watch === undefined
+            ? Effect.ensuring(andThen(announce, restore(self)), release(userId, grant))
+            : guarded(restore, self, release(userId, grant), announce, grant.lease, userId)
         ),
       snapshot: store.snapshot,
       stats: Effect.map(store.totals, (totals) => ({
