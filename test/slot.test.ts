@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, FiberRef, Option } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, FiberRef, Logger, LogLevel, Option } from "effect"
 import { QueueManager } from "../src/index.js"
 import { holdOne, withManager } from "./support.js"
 
@@ -43,6 +43,28 @@ describe.each(guards)("%s", (_name, guard) => {
       const ref = yield* FiberRef.make("before")
       yield* guard(q, 1)(FiberRef.set(ref, "set by the body"))
       expect(yield* FiberRef.get(ref)).toBe("set by the body")
+    }).pipe(provide(3))
+  )
+
+  it.scoped("a logger that throws on 'slot acquired' stops the body from running and the slot is released", () =>
+    Effect.gen(function* () {
+      const q = yield* QueueManager.QueueManager
+      let ran = false
+      const throwing = Logger.make(({ message }) => {
+        if (String(message).includes("slot acquired")) throw new Error("logger down")
+      })
+      const exit = yield* guard(
+        q,
+        1
+      )(Effect.sync(() => (ran = true))).pipe(
+        Effect.exit,
+        Logger.withMinimumLogLevel(LogLevel.Debug),
+        Effect.provide(Logger.replace(Logger.defaultLogger, throwing))
+      )
+      for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
+      expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+      expect(ran).toBe(false)
+      expect(yield* q.activeCount(1)).toBe(0)
     }).pipe(provide(3))
   )
 

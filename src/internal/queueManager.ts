@@ -73,12 +73,12 @@ const interruptOnLoss = (lease: Lease): Effect.Effect<void, never, Scope.Scope> 
   })
 
 /**
- * Runs `work` (made interruptible by `restore`) then `release` in a child fiber, announces,
- * and waits for the child; a lost `lease` interrupts the child, and then fails with
+ * Runs `announce`, then `work` (made interruptible by `restore`), then `release` in a child
+ * fiber, and waits for it; a lost `lease` interrupts the child, and then fails with
  * `LeaseLost`; interrupting the caller interrupts the child and waits for it. The child
- * releases the slot as soon as the work ends, without waiting for the caller to resume.
- * Called with interruption disabled: the child starts that way, so its release is in place
- * before anything can interrupt it.
+ * releases the slot as soon as the work ends, without waiting for the caller to resume, and
+ * whatever `announce` does. Called with interruption disabled: the child starts that way, so
+ * its release is in place before anything can interrupt it.
  */
 const guarded = <A, E, R>(
   restore: Restore,
@@ -88,17 +88,14 @@ const guarded = <A, E, R>(
   lease: Lease,
   userId: UserId
 ): Effect.Effect<A, E | LeaseLost, R> =>
-  Effect.flatMap(Effect.fork(Effect.ensuring(restore(work), release)), (child) => {
+  Effect.flatMap(Effect.fork(Effect.ensuring(andThen(announce, restore(work)), release)), (child) => {
     let lost = false
     const stop = lease.watch!(() => {
       lost = true
       child.unsafeInterruptAsFork(FiberId.none)
     })
     return Effect.flatMap(
-      andThen(
-        announce,
-        Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child))
-      ),
+      Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child)),
       (exit): Effect.Effect<A, E | LeaseLost> => {
         stop()
         // as Fiber.join: what the body set in FiberRefs stays set after it
