@@ -84,10 +84,11 @@ export const redisHandoff: Benchmark = {
         rows: samplers.map(([name]) => [name, micros(p(name, 0.5)), micros(p(name, 0.99))]),
         targets: [target(0.5, 1), target(0.99, 3)],
         notes: [
-          "The tail: timing each step of the slowest samples (while building this benchmark) put the delay " +
-            "between the holder's body ending and its release being sent, that is in this process (the holder's " +
-            "fiber resuming after `withSlot`'s child fiber ended), not in Redis or in the pub/sub wake-up, which " +
-            "stayed within a few hundred µs. It moves with the machine's load and garbage collection."
+          "The tail: timing each step of the slowest samples (while building this benchmark, when the holder's " +
+            "fiber still resumed after `withSlot`'s child fiber ended to send the release; the child now sends " +
+            "it) put the delay between the holder's body ending and its release being sent, that is in this " +
+            "process, not in Redis or in the pub/sub wake-up, which stayed within a few hundred µs. It moves with " +
+            "the machine's load and garbage collection."
         ]
       }
     } finally {
