@@ -1,6 +1,6 @@
 import { Effect } from "effect"
 import { LIMIT, median, pairedRatio, repeatOps, sampleInterleaved, timingSampling, type Contender } from "./harness.js"
-import { openPeers } from "./redisPeers.js"
+import { withPeers } from "./redisPeers.js"
 import { num, ratio, type Benchmark, type Target } from "./report.js"
 
 /** The concurrent callers of the busy rows, as in issue 4. */
@@ -47,8 +47,7 @@ export const redisCycles: Benchmark = {
   needsRedis: true,
   rows: [...scenarios.flatMap((s) => [row(OURS, s), row(PEER, s)]), UNWATCHED],
   run: async (quick) => {
-    const peers = await openPeers()
-    try {
+    return withPeers(async (peers) => {
       const queue = await peers.ours({ maxUserQueue: LIMIT })
       const contenders: Array<Contender> = scenarios.flatMap(
         (scenario): Array<Contender> => [
@@ -133,8 +132,6 @@ export const redisCycles: Benchmark = {
             "only cost latency, not cycles. The latency is in section 9, where ours is push-based."
         ]
       }
-    } finally {
-      await peers.close()
-    }
+    })
   }
 }

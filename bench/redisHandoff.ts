@@ -2,7 +2,7 @@ import { Effect } from "effect"
 import { setTimeout as sleep } from "node:timers/promises"
 import { quantile } from "./harness.js"
 import { effectSampler, micros, now, sampleRounds, type Sampler } from "./handoff.js"
-import { openPeers, type RedisPeers } from "./redisPeers.js"
+import { withPeers, type RedisPeers } from "./redisPeers.js"
 import { num, type Benchmark, type Target } from "./report.js"
 
 const OURS = 'QueueManager, Redis store, `withSlot(user, { onFull: "wait" })`'
@@ -47,8 +47,7 @@ export const redisHandoff: Benchmark = {
   needsRedis: true,
   rows: [OURS, PEER],
   run: async (quick) => {
-    const peers = await openPeers()
-    try {
+    return withPeers(async (peers) => {
       const queue = await peers.ours({ maxUserQueue: 1 })
       const samplers: ReadonlyArray<readonly [string, Sampler]> = [
         [
@@ -91,8 +90,6 @@ export const redisHandoff: Benchmark = {
             "the machine's load and garbage collection."
         ]
       }
-    } finally {
-      await peers.close()
-    }
+    })
   }
 }

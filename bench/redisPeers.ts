@@ -21,9 +21,6 @@ export const redisReachable = (): Promise<boolean> =>
 
 let runs = 0
 
-/** A key prefix of its own for one benchmark run, so runs never share keys. */
-export const benchPrefix = (): string => `bench:${process.pid}:${Date.now().toString(36)}:${(runs++).toString(36)}`
-
 /** redis-semaphore's key for `user`'s semaphore (it adds `semaphore:` in front). */
 export const peerKey = (prefix: string, user: number): string => `${prefix}:${user}`
 
@@ -36,45 +33,52 @@ export interface HolderArgs {
   readonly leaseMillis: number
 }
 
-/** Both contenders on one Redis, under one prefix; `close` deletes their keys. */
+/** Both contenders on one Redis, under one prefix of their own, whose keys are deleted at the end. */
 export interface RedisPeers {
   readonly prefix: string
-  /** A QueueManager on the Redis store in this process, under a prefix of its own unless `options` name one. */
+  /** A new key prefix under `prefix` (deleted with it), e.g. for a manager in another process. */
+  readonly newPrefix: () => string
+  /** A QueueManager on the Redis store in this process, under a new prefix unless `options` name one. */
   readonly ours: (options: Omit<RedisStore.Options, "redis">) => Promise<QueueManager.Service>
   /** The ioredis connection redis-semaphore's semaphores use. */
   readonly client: Redis
   /** A redis-semaphore semaphore of `limit` on `user`'s key (one object per acquisition, as its API wants). */
   readonly semaphore: (user: number, limit: number, options?: ConstructorParameters<typeof Semaphore>[3]) => Semaphore
-  readonly close: () => Promise<void>
 }
 
-/** Opens the contenders of the Redis benchmarks. */
-export const openPeers = async (): Promise<RedisPeers> => {
-  const prefix = benchPrefix()
+/**
+ * Runs `use` with the contenders of a Redis benchmark, under a key prefix no other run uses;
+ * then closes them and deletes every key under that prefix, however `use` ended.
+ */
+export const withPeers = async <A>(use: (peers: RedisPeers) => Promise<A>): Promise<A> => {
+  const prefix = `bench:${process.pid}:${Date.now().toString(36)}:${(runs++).toString(36)}`
   const scope = Effect.runSync(Scope.make())
   const client = new Redis(redisUrl)
   const deleteKeys = async (pattern: string) => {
     const keys = await client.keys(pattern)
     if (keys.length > 0) await client.del(...keys)
   }
-  let managers = 0
-  return {
-    prefix,
-    ours: (options) =>
-      Effect.runPromise(
-        Scope.extend(RedisStore.make({ prefix: `${prefix}:${managers++}`, ...options, redis: redisUrl }), scope).pipe(
-          Logger.withMinimumLogLevel(LogLevel.None)
-        )
-      ),
-    client,
-    // acquireTimeout: under contention a poller may wait long; a sample must not fail for it
-    semaphore: (user, limit, options) =>
-      new Semaphore(client, peerKey(prefix, user), limit, { acquireTimeout: 600_000, ...options }),
-    close: async () => {
-      await Effect.runPromise(Scope.close(scope, Exit.void))
-      await deleteKeys(`{${prefix}:*`)
-      await deleteKeys(`semaphore:${prefix}:*`)
-      await client.quit()
-    }
+  let prefixes = 0
+  const newPrefix = () => `${prefix}:${prefixes++}`
+  try {
+    return await use({
+      prefix,
+      newPrefix,
+      ours: (options) =>
+        Effect.runPromise(
+          Scope.extend(RedisStore.make({ prefix: newPrefix(), ...options, redis: redisUrl }), scope).pipe(
+            Logger.withMinimumLogLevel(LogLevel.None)
+          )
+        ),
+      client,
+      // acquireTimeout: under contention a poller may wait long; a sample must not fail for it
+      semaphore: (user, limit, options) =>
+        new Semaphore(client, peerKey(prefix, user), limit, { acquireTimeout: 600_000, ...options })
+    })
+  } finally {
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+    await deleteKeys(`{${prefix}:*`)
+    await deleteKeys(`semaphore:${prefix}:*`)
+    await client.quit()
   }
 }

@@ -4,7 +4,7 @@ import { once } from "node:events"
 import { setTimeout as sleep } from "node:timers/promises"
 import { fileURLToPath } from "node:url"
 import { LIMIT, median } from "./harness.js"
-import { benchPrefix, openPeers, redisUrl, type HolderArgs, type RedisPeers } from "./redisPeers.js"
+import { withPeers, redisUrl, type HolderArgs, type RedisPeers } from "./redisPeers.js"
 import { num, type Benchmark } from "./report.js"
 
 const OURS = "QueueManager, Redis store (lease renewed every third of a lease)"
@@ -56,7 +56,7 @@ const reclaimOnce = async (kind: "ours" | "peer", args: HolderArgs, probe: Probe
 }
 
 const ourSample = async (peers: RedisPeers, leaseMillis: number) => {
-  const args: HolderArgs = { redis: redisUrl, prefix: benchPrefix(), user: USER, limit: LIMIT, leaseMillis }
+  const args: HolderArgs = { redis: redisUrl, prefix: peers.newPrefix(), user: USER, limit: LIMIT, leaseMillis }
   const queue = await peers.ours({ prefix: args.prefix, maxUserQueue: LIMIT, leaseTime: Duration.millis(leaseMillis) })
   return reclaimOnce(
     "ours",
@@ -95,8 +95,7 @@ export const redisReclaim: Benchmark = {
   run: async (quick) => {
     const leaseMillis = quick ? 600 : 2_000
     const repeats = quick ? 1 : 5
-    const peers = await openPeers()
-    try {
+    return withPeers(async (peers) => {
       const ours: Array<number> = []
       const peer: Array<number> = []
       for (let i = 0; i < repeats; i++) {
@@ -131,8 +130,6 @@ export const redisReclaim: Benchmark = {
         ],
         notes: []
       }
-    } finally {
-      await peers.close()
-    }
+    })
   }
 }

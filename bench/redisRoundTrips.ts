@@ -1,7 +1,7 @@
 import { Effect } from "effect"
 import { Redis } from "ioredis"
 import { LIMIT } from "./harness.js"
-import { openPeers, redisUrl } from "./redisPeers.js"
+import { withPeers, redisUrl } from "./redisPeers.js"
 import { num, type Benchmark } from "./report.js"
 
 const OURS = "QueueManager, Redis store (`tryAcquire`, `release`)"
@@ -48,8 +48,7 @@ export const redisRoundTrips: Benchmark = {
   run: async (quick) => {
     const operations = quick ? 20 : 500
     const users = Array.from({ length: operations }, (_, i) => i)
-    const peers = await openPeers()
-    try {
+    return withPeers(async (peers) => {
       const queue = await peers.ours({ maxUserQueue: LIMIT })
       // warm up: load the scripts on both connections, so that each call is its cached EVALSHA
       await Effect.runPromise(queue.withSlot(-1)(Effect.void))
@@ -95,8 +94,6 @@ export const redisRoundTrips: Benchmark = {
         ],
         notes: []
       }
-    } finally {
-      await peers.close()
-    }
+    })
   }
 }
