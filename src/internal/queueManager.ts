@@ -13,7 +13,6 @@ import {
   Tracer
 } from "effect"
 import { Fiber } from "effect"
-import type { Scope } from "effect"
 import type { AcquireOptions, Options, Service, SlotOptions, UserId, UserLimit } from "../QueueManager.js"
 import * as QueueMetrics from "../QueueMetrics.js"
 import { validateLimit } from "./config.js"
@@ -65,11 +64,11 @@ const validateUserLimit = (userLimit: unknown) =>
         )
       )
 
-/** While the current scope is open, interrupts the calling fiber (the holder of a `slot`) if `lease` is lost. */
-const interruptOnLoss = (lease: Lease): Effect.Effect<void, never, Scope.Scope> =>
+/** Until the slot is released, interrupts the calling fiber (the holder of a `slot`) if `lease` is lost. */
+const interruptOnLoss = (lease: Lease): Effect.Effect<void> =>
   Effect.withFiberRuntime((holder) => {
-    const stop = lease.watch!(() => holder.unsafeInterruptAsFork(FiberId.none))
-    return Effect.addFinalizer(() => Effect.sync(stop))
+    lease.watch!(() => holder.unsafeInterruptAsFork(FiberId.none))
+    return Effect.void
   })
 
 /**
@@ -90,14 +89,13 @@ const guarded = <A, E, R>(
 ): Effect.Effect<A, E | LeaseLost, R> =>
   Effect.flatMap(Effect.fork(Effect.ensuring(andThen(announce, restore(work)), release)), (child) => {
     let lost = false
-    const stop = lease.watch!(() => {
+    lease.watch!(() => {
       lost = true
       child.unsafeInterruptAsFork(FiberId.none)
     })
     return Effect.flatMap(
       Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child)),
       (exit): Effect.Effect<A, E | LeaseLost> => {
-        stop()
         // as Fiber.join: what the body set in FiberRefs stays set after it
         const result: Effect.Effect<A, E | LeaseLost> =
           lost && Exit.isInterrupted(exit) ? Effect.fail(new LeaseLost({ userId })) : exit

@@ -5,10 +5,10 @@ import type { QueueShutdown, RefusalReason, StoreUnavailable } from "./errors.js
 /** A held slot, as a store knows it; the in-memory store's slots have none. */
 export interface Lease {
   /**
-   * For a lease that can be lost (Redis): calls `onLost` if it is lost while held and
-   * watched; the result stops watching. `undefined` for a lease that cannot be lost.
+   * For a lease that can be lost (Redis): calls `onLost` if it is lost before it is released
+   * (at once if it already is). `undefined` for a lease that cannot be lost.
    */
-  readonly watch: ((onLost: () => void) => () => void) | undefined
+  readonly watch: ((onLost: () => void) => void) | undefined
 }
 
 /** A slot handed to a caller: the user's count after it, and its lease if it has one. */

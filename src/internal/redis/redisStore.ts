@@ -29,7 +29,7 @@ const pairs = (flat: ReadonlyArray<string>) => {
 /** A slot held in Redis, renewed until released; its watchers are told if it expires first. */
 class RedisLease implements Lease {
   /** Who is told if it is lost; dropped when it is released. */
-  watchers: Set<() => void> | undefined
+  watchers: Array<() => void> | undefined
   isLost = false
   constructor(
     readonly id: string,
@@ -38,12 +38,8 @@ class RedisLease implements Lease {
     public renewedAt: number
   ) {}
   watch(onLost: () => void) {
-    if (this.isLost) {
-      onLost()
-      return () => {}
-    }
-    ;(this.watchers ??= new Set()).add(onLost)
-    return () => void this.watchers?.delete(onLost)
+    if (this.isLost) onLost()
+    else (this.watchers ??= []).push(onLost)
   }
 }
 
