@@ -52,6 +52,12 @@ export interface Local {
 }
 
 /**
+ * What a release did: the user's count left; `"sent"` when the store gave the slot back
+ * without waiting to learn the count (Redis); `undefined` if the user held none.
+ */
+export type Released = number | "sent" | undefined
+
+/**
  * The state boundary behind the QueueManager policy: counts, the global cap, waiting
  * lines and fairness. The policy validates, computes each user's limit, logs, reports and
  * makes every acquisition interrupt-safe; a store only keeps its promises per operation.
@@ -68,8 +74,8 @@ export interface Store {
   readonly awaitTurn: (ticket: Ticket) => Effect.Effect<Grant, QueueShutdown | StoreUnavailable>
   /** The ticket's caller stopped waiting without taking its slot: remove it, or give back what it was granted. */
   readonly leave: (ticket: Ticket) => Effect.Effect<void>
-  /** Gives back one slot (the one `lease` names, if any); the count left, or `undefined` if the user held none. */
-  readonly release: (userId: UserId, lease: Lease | undefined) => Effect.Effect<number | undefined>
+  /** Gives back one slot (the one `lease` names, if any). */
+  readonly release: (userId: UserId, lease: Lease | undefined) => Effect.Effect<Released>
   readonly count: (userId: UserId) => Effect.Effect<number, StoreUnavailable>
   readonly users: Effect.Effect<number, StoreUnavailable>
   readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>, StoreUnavailable>

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer } from "effect"
+import { Effect, Exit, Fiber, HashMap, Layer } from "effect"
 import { createServer, type Server, type Socket } from "node:net"
 import { Redis } from "ioredis"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
+import { eventually } from "../eventually.js"
 import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
 
 /** Two managers on one prefix, as two processes would be (separate connections, separate process ids). */
@@ -59,8 +60,8 @@ describe("Redis store", () => {
       expect(busy).toContain(`{${prefix}}:line:salice`)
       yield* Fiber.interrupt(fiber)
       while ((yield* a.stats).inFlight > 0) yield* Effect.yieldNow()
-      // only bookkeeping keys stay: the cap, the counters, the turn counter
-      expect(yield* keysOf(prefix)).toEqual([`{${prefix}}:config`, `{${prefix}}:seq`, `{${prefix}}:stats`])
+      // only the bookkeeping hash stays: the cap, the counters, the turn counter
+      expect(yield* keysOf(prefix)).toEqual([`{${prefix}}:h`])
     })
   )
 
@@ -78,7 +79,24 @@ describe("Redis store", () => {
       yield* Fiber.join(first)
       yield* Fiber.join(second)
       expect(order).toEqual(["first", "second"])
-      expect(yield* a.stats).toMatchObject({ inFlight: 0, waiting: 0, waitingUsers: 0 })
+      // b's release is not waited for: b's own calls see it at once, a's within a round trip
+      expect(yield* b.stats).toMatchObject({ inFlight: 0, waiting: 0, waitingUsers: 0 })
+      yield* eventually("a sees b's release", a.stats, (s) => s.inFlight === 0 && s.waiting === 0)
+    })
+  )
+
+  it.scoped("a release is not waited for, yet every later call of the same process sees it", () =>
+    Effect.gen(function* () {
+      const { a, b } = yield* twoProcesses({ maxUserQueue: 1 })
+      for (let i = 0; i < 50; i++) {
+        expect(yield* a.withSlot(i % 3)(Effect.succeed(i))).toBe(i)
+        expect(yield* a.activeCount(i % 3)).toBe(0)
+        expect(yield* a.tryAcquire(i % 3)).toBe(true)
+        yield* a.release(i % 3)
+        expect(HashMap.size(yield* a.snapshot)).toBe(0)
+      }
+      yield* eventually("b sees a's releases", b.stats, (s) => s.inFlight === 0)
+      expect(yield* b.stats).toMatchObject({ acquired: 100, inFlight: 0, activeUsers: 0 })
     })
   )
 
@@ -141,7 +159,7 @@ describe("Redis store", () => {
         )
       )
       while ((yield* a.stats).inFlight === 0) yield* Effect.yieldNow()
-      yield* withRedis((redis) => redis.del(`{${prefix}}:leases`, `{${prefix}}:owner`, `{${prefix}}:counts`))
+      yield* withRedis((redis) => redis.del(`{${prefix}}:leases`, `{${prefix}}:h`, `{${prefix}}:counts`))
       return { exit: yield* Fiber.await(fiber), finished }
     })
 
@@ -199,16 +217,32 @@ describe("Redis store", () => {
     { timeout: 20_000 }
   )
 
-  it.scoped("a key holding the wrong type gets a clear error and changes nothing", () =>
+  it.scoped("a key holding the wrong type gets a clear error naming it and changes nothing", () =>
     Effect.gen(function* () {
       const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
       expect(yield* a.tryAcquire(1)).toBe(true)
-      yield* withRedis((redis) => redis.set(`{${prefix}}:wusers`, "oops"))
-      const error = yield* a.tryAcquire(2).pipe(Effect.flip)
-      expect(error._tag).toBe("StoreUnavailable")
-      expect(error.message).toContain(`WRONGTYPE key {${prefix}}:wusers holds a string, the queue store needs a hash`)
-      yield* withRedis((redis) => redis.del(`{${prefix}}:wusers`))
-      expect(yield* a.stats).toMatchObject({ inFlight: 1, activeUsers: 1 })
+      const before = yield* a.stats
+      const expected = { h: "hash", counts: "hash", leases: "zset", texp: "zset", ready: "zset", "line:n2": "list" }
+      for (const [name, type] of Object.entries(expected)) {
+        const key = `{${prefix}}:${name}`
+        const aside = `{${prefix}}:aside`
+        // the real key (if any) is set aside while a string stands in its place
+        const existed = yield* withRedis(async (redis) => {
+          const had = (await redis.exists(key)) === 1
+          if (had) await redis.rename(key, aside)
+          await redis.set(key, "oops")
+          return had
+        })
+        const error = yield* a.tryAcquire(2).pipe(Effect.flip)
+        expect(error._tag).toBe("StoreUnavailable")
+        expect(error.message).toContain(`WRONGTYPE key ${key} holds a string, the queue store needs a ${type}`)
+        yield* withRedis(async (redis) => {
+          await redis.del(key)
+          if (existed) await redis.rename(aside, key)
+        })
+        expect(yield* a.stats).toEqual(before)
+      }
+      expect(yield* a.tryAcquire(2)).toBe(true)
     })
   )
 

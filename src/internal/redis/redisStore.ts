@@ -1,9 +1,10 @@
-import { Deferred, Duration, Effect, FiberId, HashMap, Schedule } from "effect"
+import { Deferred, Duration, Effect, FiberId, HashMap, Runtime, Schedule } from "effect"
 import type { Scope } from "effect"
 import type { RedisOptions } from "ioredis"
 import type { UserId } from "../../QueueManager.js"
 import { QueueShutdown, type RefusalReason, StoreUnavailable } from "../errors.js"
-import type { Grant, Lease, Local, Outcome, Store, Ticket, Totals } from "../store.js"
+import type { Grant, Lease, Local, Outcome, Released, Store, Ticket, Totals } from "../store.js"
+import { makeBatcher } from "./batcher.js"
 import { type Connection, connect, liveClock, sleepLive, unavailable } from "./connection.js"
 
 /** How the Redis store is reached and how long a lease lives. */
@@ -16,6 +17,9 @@ export interface RedisStoreSettings {
 
 /** How many leases and tickets one renewal round trip carries at most. */
 const RENEW_BATCH = 1000
+
+/** How many acquisitions and releases one round trip carries at most. */
+const OPS_BATCH = 256
 
 const encode = (userId: UserId) => (typeof userId === "number" ? `n${userId}` : `s${userId}`)
 const decode = (key: string): UserId => (key[0] === "n" ? Number(key.slice(1)) : key.slice(1))
@@ -72,14 +76,45 @@ export const makeRedisStore = (
     const processId = crypto.randomUUID()
     const channel = `${prefix}:wake:${processId}`
     let sequence = 0
-    const nextId = () => `${processId}:${(sequence++).toString(36)}`
+    /** A lease or ticket id: unique, and ending with its user, so that Redis can tell whose it is. */
+    const nextId = (user: string) => `${processId}:${(sequence++).toString(36)}:${user}`
 
+    /** Turns Redis's bare WRONGTYPE error into one naming the key (looking at `users`' lines too). */
+    const nameWrongType = (users: ReadonlyArray<string | number>) => async (error: unknown) => {
+      if (!String(error).includes("WRONGTYPE")) throw error
+      const found = await db.run("inspect", [prefix, ...users])
+      throw found === "" ? error : new Error(String(found))
+    }
+
+    // acquisitions and releases asked for within one turn of the event loop go out as one call
+    const batcher = makeBatcher((args) => {
+      const users: Array<string | number> = []
+      for (let i = 0; i < args.length; i += args[i] === "a" ? 10 : 2) if (args[i] === "a") users.push(args[i + 1]!)
+      return db.run("batch", [prefix, ...args]).catch(nameWrongType(users))
+    }, OPS_BATCH)
+    yield* Effect.addFinalizer(() => Effect.sync(batcher.flush))
+
+    /** One acquisition or release, sent with the others of this turn. */
+    const batched = <A>(operation: string, args: ReadonlyArray<string | number>) =>
+      Effect.async<A, StoreUnavailable>((resume) =>
+        batcher.add(args, (ok, value) =>
+          resume(ok ? Effect.succeed(value as A) : Effect.fail(unavailable(operation)(value)))
+        )
+      )
+
+    /** Any other script: sent after the batched operations asked for before it, so it sees their effect. */
     const call = <A>(
       operation: string,
-      script: Parameters<Connection["run"]>[0],
+      script: Exclude<Parameters<Connection["run"]>[0], "batch">,
       args: ReadonlyArray<string | number>
     ) =>
-      Effect.tryPromise({ try: () => db.run(script, [prefix, ...args]) as Promise<A>, catch: unavailable(operation) })
+      Effect.tryPromise({
+        try: () => {
+          batcher.flush()
+          return db.run(script, [prefix, ...args]).catch(nameWrongType([])) as Promise<A>
+        },
+        catch: unavailable(operation)
+      })
 
     // this process's part, for the metrics, awaitIdle and shutdown
     const leases = new Map<UserId, Array<RedisLease>>()
@@ -160,7 +195,7 @@ export const makeRedisStore = (
           reason: `Redis did not answer for a lease time (${leaseMillis} ms): the waiting request was given up`
         })
         Deferred.unsafeDone(ticket.signal, Effect.fail(error))
-        return retryInBackground("leave", ticket.id, error)
+        return retryInBackground("leave", call("leave", "leave", [ticket.id]), error)
       })
 
     /**
@@ -245,29 +280,44 @@ export const makeRedisStore = (
     let cap = maxTotal
 
     /**
-     * Retries `script` on `id` in the background until Redis answers, for at most a lease time
-     * (after it the lease or ticket has expired anyway). Both scripts used here are no-ops the
-     * second time, so a retry never double-counts.
+     * Retries `undo` (a release or a leave) in the background until Redis answers, for at most
+     * a lease time (after it the lease or ticket has expired anyway). Both are no-ops the second
+     * time, so a retry never double-counts.
      */
-    const retryInBackground = (script: "release" | "leave", id: string, error: StoreUnavailable) =>
+    const retryInBackground = (
+      operation: string,
+      undo: Effect.Effect<unknown, StoreUnavailable>,
+      error: StoreUnavailable
+    ) =>
       Effect.zipRight(
         Effect.forkDaemon(
-          call(script, script, [id]).pipe(
+          undo.pipe(
             Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo(Duration.millis(leaseMillis)))),
             Effect.ignore,
             Effect.withClock(liveClock)
           )
         ),
-        Effect.logWarning(`${script} deferred until Redis answers: ${error.message}`)
+        Effect.logWarning(`${operation} deferred until Redis answers: ${error.message}`)
       )
 
-    const release = (lease: RedisLease): Effect.Effect<number | undefined> =>
-      forget(lease)
-        ? call<number>("release", "release", [lease.id]).pipe(
-            Effect.map((left) => (left < 0 ? undefined : left)),
-            Effect.catchAll((error) => Effect.as(retryInBackground("release", lease.id, error), undefined))
-          )
-        : Effect.succeed(undefined)
+    // where a release that failed after its caller moved on is retried from (this layer's logger and services)
+    const runtime = yield* Effect.runtime<never>()
+
+    /**
+     * Gives `lease` back without waiting for Redis: the release goes out with this turn's batch,
+     * ahead of every later call of this process; if it fails, it is retried in the background.
+     */
+    const release = (lease: RedisLease): Effect.Effect<Released> =>
+      Effect.sync(() => {
+        if (!forget(lease)) return undefined
+        const args = ["r", lease.id]
+        batcher.add(args, (ok, value) => {
+          if (ok) return
+          const retry = retryInBackground("release", batched("release", args), unavailable("release")(value))
+          Runtime.runFork(runtime)(retry)
+        })
+        return "sent"
+      })
 
     const store: Store = {
       acquire: (userId, limit, bypass, wait) =>
@@ -276,10 +326,12 @@ export const makeRedisStore = (
             refused.shutdown++
             return Effect.succeed({ _tag: "Shutdown" })
           }
-          const id = nextId()
+          const user = encode(userId)
+          const id = nextId(user)
           const sentAt = Date.now()
           const args = [
-            encode(userId),
+            "a",
+            user,
             limit,
             bypass ? 1 : 0,
             wait ? 1 : 0,
@@ -289,12 +341,12 @@ export const makeRedisStore = (
             channel,
             cap
           ]
-          const answered = call<ReadonlyArray<number | string>>("acquire", "acquire", args).pipe(
+          const answered = batched<ReadonlyArray<number | string>>("acquire", args).pipe(
             // the script may still run once Redis answers (a pause, a late reply): undo whatever it did
             Effect.tapError((error) =>
               Effect.zipRight(
                 Effect.sync(() => early.delete(id)),
-                retryInBackground("leave", id, error)
+                retryInBackground("leave", call("leave", "leave", [id]), error)
               )
             )
           )
@@ -347,19 +399,14 @@ export const makeRedisStore = (
         HashMap.fromIterable(pairs(answer[0] as Array<string>).map(([user, n]) => [decode(user), n] as const))
       ),
       totals: Effect.map(call<ReadonlyArray<unknown>>("stats", "read", [""]), (answer): Totals => {
-        const stats = new Map(pairs(answer[4] as Array<string>))
+        const [acquired, user, global, waiting] = (answer[4] as Array<string | null>).map(Number)
         return {
           inFlight: Number(answer[1]),
           activeUsers: (answer[0] as Array<string>).length / 2,
           waiting: Number(answer[2]),
           waitingUsers: Number(answer[3]),
-          acquired: stats.get("acquired") ?? 0,
-          refused: {
-            user: stats.get("refused:user") ?? 0,
-            global: stats.get("refused:global") ?? 0,
-            waiting: stats.get("refused:waiting") ?? 0,
-            shutdown: refused.shutdown
-          }
+          acquired: acquired!,
+          refused: { user: user!, global: global!, waiting: waiting!, shutdown: refused.shutdown }
         }
       }),
       maxTotal: () => cap,

@@ -4,38 +4,31 @@
  * and each caller operation is one round trip. Time is Redis's own (`TIME`).
  *
  * Keys, all under the prefix `P` (a hash tag, so one cluster slot holds them all):
+ * - `P:h`       hash   `cap` (maxTotal), `seq` (turn counter), `acquired`, `refused:<reason>`,
+ *                      `wusers` (users with waiters); `t:<ticket>` "bypass\tchannel\tleaseMillis\tuser";
+ *                      `w:<user>` its limit, while it has waiters
  * - `P:counts`  hash   user -> slots held (an entry exists only while above zero)
- * - `P:leases`  zset   lease id -> expiry (ms); `P:owner` hash lease id -> user
+ * - `P:leases`  zset   lease id -> expiry (ms); `P:texp` zset ticket id -> expiry
  * - `P:line:U`  list   ticket ids of user U waiting, first-in first-out
- * - `P:tickets` hash   ticket id -> "bypass\tchannel\tleaseMillis\tuser"; `P:texp` zset ticket id -> expiry
- * - `P:wusers`  hash   user -> its per-user limit, while it has waiters
- * - `P:ready`   zset   users whose first waiter waits only for maxTotal, in turn order (`P:seq` the counter)
- * - `P:config`  hash   maxTotal; `P:stats` hash acquired / refused:<reason>
- * Users are encoded `n<number>` or `s<string>`, so 1 and "1" stay distinct.
+ * - `P:ready`   zset   users whose first waiter waits only for maxTotal, in turn order
+ * Users are encoded `n<number>` or `s<string>`, so 1 and "1" stay distinct. Lease and ticket
+ * ids are `process:sequence:user` (a ticket admitted keeps its id as its lease's).
+ *
+ * A key of the wrong type: every script reads a key (or writes it with a single command
+ * that fails whole) before its first other write, so a wrongly typed key fails the call
+ * before anything changes; `inspect` then names the key.
  */
 
-const prelude = `
+const keys = `
 local P = ARGV[1]
-local COUNTS, LEASES, OWNER = P .. ':counts', P .. ':leases', P .. ':owner'
-local TICKETS, TEXP, WUSERS = P .. ':tickets', P .. ':texp', P .. ':wusers'
-local READY, SEQ, CONFIG, STATS = P .. ':ready', P .. ':seq', P .. ':config', P .. ':stats'
+local H, COUNTS, LEASES, TEXP, READY = P .. ':h', P .. ':counts', P .. ':leases', P .. ':texp', P .. ':ready'
 local function line(u) return P .. ':line:' .. u end
+`
+
+const prelude = `${keys}
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
-local function wrongType()
-  local expected = { [COUNTS] = 'hash', [LEASES] = 'zset', [OWNER] = 'hash', [TICKETS] = 'hash', [TEXP] = 'zset',
-    [WUSERS] = 'hash', [READY] = 'zset', [SEQ] = 'string', [CONFIG] = 'hash', [STATS] = 'hash' }
-  for key, want in pairs(expected) do
-    local got = redis.call('TYPE', key).ok
-    if got ~= 'none' and got ~= want then
-      return 'WRONGTYPE key ' .. key .. ' holds a ' .. got .. ', the queue store needs a ' .. want
-    end
-  end
-  return nil
-end
-
-local function maxTotal() return tonumber(redis.call('HGET', CONFIG, 'maxTotal') or '0') end
 local function count(u) return tonumber(redis.call('HGET', COUNTS, u) or '0') end
 local function total() return redis.call('ZCARD', LEASES) end
 local function split(info)
@@ -43,129 +36,164 @@ local function split(info)
   return bypass == '1', u, channel, tonumber(ms)
 end
 
+local function userOf(id) return string.match(id, '^[^:]*:[^:]*:(.*)$') end
+
 local function grant(u, id, leaseMs)
-  redis.call('HINCRBY', COUNTS, u, 1)
+  local active = redis.call('HINCRBY', COUNTS, u, 1)
   redis.call('ZADD', LEASES, NOW + leaseMs, id)
-  redis.call('HSET', OWNER, id, u)
-  redis.call('HINCRBY', STATS, 'acquired', 1)
+  redis.call('HINCRBY', H, 'acquired', 1)
+  return active
 end
 
+-- gives lease id back; returns its user and the user's count left, or nothing if it was not held
 local function drop(id)
-  local u = redis.call('HGET', OWNER, id)
-  if not u then return nil, 0 end
-  redis.call('HDEL', OWNER, id)
-  redis.call('ZREM', LEASES, id)
-  local left = redis.call('HINCRBY', COUNTS, u, -1)
-  if left <= 0 then redis.call('HDEL', COUNTS, u); left = 0 end
-  return u, left
+  local u = userOf(id)
+  local held = count(u)
+  if redis.call('ZREM', LEASES, id) == 0 then return nil, 0 end
+  if held <= 1 then
+    redis.call('HDEL', COUNTS, u)
+    return u, 0
+  end
+  return u, redis.call('HINCRBY', COUNTS, u, -1)
 end
 
 local function headFits(u)
   local head = redis.call('LINDEX', line(u), 0)
-  if not head then return false end
-  local bypass = split(redis.call('HGET', TICKETS, head))
+  local bypass = split(redis.call('HGET', H, 't:' .. head))
   if bypass then return true end
-  local limit = tonumber(redis.call('HGET', WUSERS, u) or '0')
+  local limit = tonumber(redis.call('HGET', H, 'w:' .. u) or '0')
   return limit == 0 or count(u) < limit
 end
 
+-- after u's line or count changed: u is in READY exactly when it has a first waiter that fits its own limit
 local function refreshReady(u)
   if redis.call('LLEN', line(u)) == 0 then
-    redis.call('HDEL', WUSERS, u)
-    redis.call('ZREM', READY, u)
+    if redis.call('HDEL', H, 'w:' .. u) == 1 then
+      redis.call('HINCRBY', H, 'wusers', -1)
+      redis.call('ZREM', READY, u)
+    end
   elseif headFits(u) then
-    redis.call('ZADD', READY, 'NX', redis.call('INCR', SEQ), u)
+    redis.call('ZADD', READY, 'NX', redis.call('HINCRBY', H, 'seq', 1), u)
   else
     redis.call('ZREM', READY, u)
   end
 end
 
+-- after u's count fell: only a user with waiters has anything to refresh (an empty line has no w: entry)
+local function settle(u)
+  if redis.call('LLEN', line(u)) > 0 then refreshReady(u) end
+end
+
 local function removeTicket(id)
-  local info = redis.call('HGET', TICKETS, id)
+  local info = redis.call('HGET', H, 't:' .. id)
   if not info then return false end
   local _, u = split(info)
   redis.call('LREM', line(u), 1, id)
-  redis.call('HDEL', TICKETS, id)
+  redis.call('HDEL', H, 't:' .. id)
   redis.call('ZREM', TEXP, id)
   refreshReady(u)
   return true
 end
 
+-- admits ready users' first waiters, in turn order, while the global cap allows
 local function dispatch()
-  local cap = maxTotal()
+  local first = redis.call('ZRANGE', READY, 0, 0)
+  if #first == 0 then return end
+  local cap = tonumber(redis.call('HGET', H, 'cap') or '0')
   for _ = 1, 1000 do
     if cap > 0 and total() >= cap then return end
-    local first = redis.call('ZRANGE', READY, 0, 0)
-    if #first == 0 then return end
     local u = first[1]
-    redis.call('ZREM', READY, u)
+    count(u) -- read before the first write: a wrongly typed key fails the call here
     local id = redis.call('LPOP', line(u))
-    local _, _, channel, leaseMs = split(redis.call('HGET', TICKETS, id))
-    redis.call('HDEL', TICKETS, id)
+    redis.call('ZREM', READY, u)
+    local _, _, channel, leaseMs = split(redis.call('HGET', H, 't:' .. id))
+    redis.call('HDEL', H, 't:' .. id)
     redis.call('ZREM', TEXP, id)
-    grant(u, id, leaseMs)
-    redis.call('PUBLISH', channel, id .. ' ' .. count(u))
+    redis.call('PUBLISH', channel, id .. ' ' .. grant(u, id, leaseMs))
     refreshReady(u)
+    first = redis.call('ZRANGE', READY, 0, 0)
+    if #first == 0 then return end
   end
 end
 
-local function purge()
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 100)) do
-    local u = drop(id)
-    if u then refreshReady(u) end
-  end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', TEXP, '-inf', NOW, 'LIMIT', 0, 100)) do removeTicket(id) end
+-- expired leases and tickets go first, and whoever they were blocking is admitted
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 100)) do
+  settle(drop(id))
 end
-
-local bad = wrongType()
-if bad then return redis.error_reply(bad) end
-purge()
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', TEXP, '-inf', NOW, 'LIMIT', 0, 100)) do
+  if not removeTicket(id) then redis.call('ZREM', TEXP, id) end
+end
 dispatch()
 `
 
 /**
- * ARGV: prefix, user, limit, bypass (0/1), wait (0/1), maxWaitingPerUser, leaseMillis, id, channel, maxTotal
- * (this process's cap, written back if Redis lost its config, e.g. after a restart without persistence).
- * Returns {1, active} acquired, {0, reason, active, limit} refused, {2, waiting} queued.
+ * Acquisitions and releases, in the order given, in one round trip (a process sends what its
+ * callers asked for meanwhile together). ARGV: prefix, then per operation either
+ * `a, user, limit, bypass (0/1), wait (0/1), maxWaitingPerUser, leaseMillis, id, channel, maxTotal`
+ * (maxTotal: this process's cap, written back if Redis lost it, e.g. after a restart without
+ * persistence) or `r, lease id`. Returns per operation: for an acquisition {1, active} acquired,
+ * {0, reason, active, limit} refused or {2, waiting} queued; for a release the user's count
+ * left, or -1 if the lease was not held (anymore).
  */
-export const acquire = `${prelude}
-local u, limit, bypass, wait = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5] == '1'
-local maxWaiting, leaseMs, id, channel = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]
-redis.call('HSETNX', CONFIG, 'maxTotal', ARGV[10])
-local active, cap, queued = count(u), maxTotal(), redis.call('LLEN', line(u))
-local fitsUser = bypass or limit == 0 or active < limit
-local fitsTotal = cap == 0 or total() < cap
-if fitsUser and fitsTotal and (not wait or queued == 0) then
-  grant(u, id, leaseMs)
-  return { 1, active + 1 }
-end
-if not wait then
-  if fitsUser then
-    redis.call('HINCRBY', STATS, 'refused:global', 1)
-    return { 0, 'global', total(), cap }
+export const batch = `${prelude}
+local cap
+local function capOr(fallback)
+  if cap then return cap end
+  cap = redis.call('HGET', H, 'cap')
+  if not cap then
+    cap = fallback
+    redis.call('HSET', H, 'cap', cap)
   end
-  redis.call('HINCRBY', STATS, 'refused:user', 1)
-  return { 0, 'user', active, limit }
+  cap = tonumber(cap)
+  return cap
 end
-if maxWaiting > 0 and queued >= maxWaiting then
-  redis.call('HINCRBY', STATS, 'refused:waiting', 1)
-  return { 0, 'waiting', queued, maxWaiting }
-end
-redis.call('RPUSH', line(u), id)
-redis.call('HSET', TICKETS, id, (bypass and '1' or '0') .. '\\t' .. channel .. '\\t' .. leaseMs .. '\\t' .. u)
-redis.call('ZADD', TEXP, NOW + leaseMs, id)
-redis.call('HSET', WUSERS, u, limit)
-refreshReady(u)
-return { 2, queued + 1 }
-`
 
-/** ARGV: prefix, lease id. Returns the user's count left, or -1 if the lease was not held (anymore). */
-export const release = `${prelude}
-local u, left = drop(ARGV[2])
-if not u then return -1 end
-refreshReady(u)
-dispatch()
-return left
+local function acquire(u, limit, bypass, wait, maxWaiting, leaseMs, id, channel, fallbackCap)
+  local max = capOr(fallbackCap)
+  local active, queued = count(u), redis.call('LLEN', line(u))
+  local fitsUser = bypass or limit == 0 or active < limit
+  local fitsTotal = max == 0 or total() < max
+  if fitsUser and fitsTotal and (not wait or queued == 0) then return { 1, grant(u, id, leaseMs) } end
+  if not wait then
+    if fitsUser then
+      redis.call('HINCRBY', H, 'refused:global', 1)
+      return { 0, 'global', total(), max }
+    end
+    redis.call('HINCRBY', H, 'refused:user', 1)
+    return { 0, 'user', active, limit }
+  end
+  if maxWaiting > 0 and queued >= maxWaiting then
+    redis.call('HINCRBY', H, 'refused:waiting', 1)
+    return { 0, 'waiting', queued, maxWaiting }
+  end
+  redis.call('RPUSH', line(u), id)
+  redis.call('HSET', H, 't:' .. id, (bypass and '1' or '0') .. '\t' .. channel .. '\t' .. leaseMs .. '\t' .. u)
+  redis.call('ZADD', TEXP, NOW + leaseMs, id)
+  if redis.call('HSET', H, 'w:' .. u, limit) == 1 then redis.call('HINCRBY', H, 'wusers', 1) end
+  refreshReady(u)
+  return { 2, queued + 1 }
+end
+
+local function release(id)
+  local u, left = drop(id)
+  if not u then return -1 end
+  settle(u)
+  dispatch()
+  return left
+end
+
+local results, i = {}, 2
+while i <= #ARGV do
+  if ARGV[i] == 'a' then
+    results[#results + 1] = acquire(ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3] == '1', ARGV[i + 4] == '1',
+      tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ARGV[i + 7], ARGV[i + 8], ARGV[i + 9])
+    i = i + 10
+  else
+    results[#results + 1] = release(ARGV[i + 1])
+    i = i + 2
+  end
+end
+return results
 `
 
 /** ARGV: prefix, leaseMillis, ids... Returns per id 1 (lease renewed), 2 (ticket renewed) or 0 (gone). */
@@ -194,32 +222,51 @@ if removeTicket(ARGV[2]) then
 end
 local u = drop(ARGV[2])
 if not u then return 0 end
-refreshReady(u)
+settle(u)
 dispatch()
 return 2
 `
 
 /** ARGV: prefix, ticket id. Returns {1, active} admitted (its lease is held), {2} still waiting, {0} gone. */
 export const status = `${prelude}
-local u = redis.call('HGET', OWNER, ARGV[2])
-if u then return { 1, count(u) } end
-if redis.call('HEXISTS', TICKETS, ARGV[2]) == 1 then return { 2 } end
+if redis.call('ZSCORE', LEASES, ARGV[2]) then return { 1, count(userOf(ARGV[2])) } end
+if redis.call('HEXISTS', H, 't:' .. ARGV[2]) == 1 then return { 2 } end
 return { 0 }
 `
 
-/** ARGV: prefix, user or ''. Returns {counts (flat user, n...), inFlight, waiting, waitingUsers, stats (flat)} or the count of one user. */
+/**
+ * ARGV: prefix, user or ''. Returns the count of one user, or
+ * {counts (flat user, n...), inFlight, waiting, waitingUsers, {acquired, refused:user, refused:global, refused:waiting}}.
+ */
 export const read = `${prelude}
 if ARGV[2] ~= '' then return count(ARGV[2]) end
-return { redis.call('HGETALL', COUNTS), total(), redis.call('ZCARD', TEXP), redis.call('HLEN', WUSERS), redis.call('HGETALL', STATS) }
+return { redis.call('HGETALL', COUNTS), total(), redis.call('ZCARD', TEXP), redis.call('HGET', H, 'wusers'),
+  redis.call('HMGET', H, 'acquired', 'refused:user', 'refused:global', 'refused:waiting') }
 `
 
 /** ARGV: prefix, maxTotal, then pairs user, limit for waiting users. Sets the cap, the limits, and admits who now fits. */
 export const configure = `${prelude}
-redis.call('HSET', CONFIG, 'maxTotal', ARGV[2])
+redis.call('HSET', H, 'cap', ARGV[2])
 for i = 3, #ARGV, 2 do
-  if redis.call('HEXISTS', WUSERS, ARGV[i]) == 1 then redis.call('HSET', WUSERS, ARGV[i], ARGV[i + 1]) end
+  if redis.call('HEXISTS', H, 'w:' .. ARGV[i]) == 1 then redis.call('HSET', H, 'w:' .. ARGV[i], ARGV[i + 1]) end
 end
 for i = 3, #ARGV, 2 do refreshReady(ARGV[i]) end
 dispatch()
 return 1
+`
+
+/**
+ * ARGV: prefix, then users whose lines to look at. Names the first key holding the wrong
+ * type (run after a script failed with WRONGTYPE), or returns '' if none does.
+ */
+export const inspect = `${keys}
+local expected = { { H, 'hash' }, { COUNTS, 'hash' }, { LEASES, 'zset' }, { TEXP, 'zset' }, { READY, 'zset' } }
+for i = 2, #ARGV do expected[#expected + 1] = { line(ARGV[i]), 'list' } end
+for _, pair in ipairs(expected) do
+  local got = redis.call('TYPE', pair[1]).ok
+  if got ~= 'none' and got ~= pair[2] then
+    return 'WRONGTYPE key ' .. pair[1] .. ' holds a ' .. got .. ', the queue store needs a ' .. pair[2]
+  end
+end
+return ''
 `
