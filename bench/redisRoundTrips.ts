@@ -59,9 +59,13 @@ export const redisRoundTrips: Benchmark = {
         acquire: await countCommands(peers.prefix, () =>
           Effect.runPromise(Effect.forEach(users, (user) => queue.tryAcquire(user), { discard: true }))
         ),
-        release: await countCommands(peers.prefix, () =>
-          Effect.runPromise(Effect.forEach(users, (user) => queue.release(user), { discard: true }))
-        )
+        // a release is not waited for: it goes out on the next turn of the event loop, so give each its own turn
+        release: await countCommands(peers.prefix, async () => {
+          for (const user of users) {
+            await Effect.runPromise(queue.release(user))
+            await new Promise((resolve) => setImmediate(resolve))
+          }
+        })
       }
       const semaphores = users.map((user) => peers.semaphore(user, LIMIT))
       const peer = {
@@ -78,7 +82,9 @@ export const redisRoundTrips: Benchmark = {
         setup:
           `${num(operations)} acquisitions (one per user, none refused), then their ${num(operations)} releases, one ` +
           `after the other; Redis's \`MONITOR\` counts the commands each contender's connections send (each awaited ` +
-          `on its own, so one command is one round trip; the commands a Lua script runs are not counted).`,
+          `on its own, so one command is one round trip; the commands a Lua script runs are not counted). Our ` +
+          `release is not waited for: it is sent on the next turn of Node's event loop, together with whatever ` +
+          `else this process asked for meanwhile, so here each release is given a turn of its own. Under load one round trip carries many operations (up to 16).`,
         header: ["contender", "round trips per acquire", "round trips per release"],
         rows: [
           [OURS, perOperation(ours.acquire), perOperation(ours.release)],
@@ -87,9 +93,9 @@ export const redisRoundTrips: Benchmark = {
         targets: [
           {
             what: "Redis: round trips per acquire + release, QueueManager",
-            goal: "1 + 1",
+            goal: "≤ 1 + ≤ 1",
             value: `${perOperation(ours.acquire)} + ${perOperation(ours.release)}`,
-            met: ours.acquire === operations && ours.release === operations
+            met: ours.acquire <= operations && ours.release <= operations
           }
         ],
         notes: []

@@ -19,7 +19,7 @@ export interface RedisStoreSettings {
 const RENEW_BATCH = 1000
 
 /** How many acquisitions and releases one round trip carries at most. */
-const OPS_BATCH = 256
+const OPS_BATCH = 16
 
 const encode = (userId: UserId) => (typeof userId === "number" ? `n${userId}` : `s${userId}`)
 const decode = (key: string): UserId => (key[0] === "n" ? Number(key.slice(1)) : key.slice(1))

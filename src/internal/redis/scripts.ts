@@ -38,10 +38,13 @@ end
 
 local function userOf(id) return string.match(id, '^[^:]*:[^:]*:(.*)$') end
 
+-- slots granted by this call: added to the 'acquired' counter once, at its end
+local granted = 0
+
 local function grant(u, id, leaseMs)
   local active = redis.call('HINCRBY', COUNTS, u, 1)
   redis.call('ZADD', LEASES, NOW + leaseMs, id)
-  redis.call('HINCRBY', H, 'acquired', 1)
+  granted = granted + 1
   return active
 end
 
@@ -126,6 +129,17 @@ end
 dispatch()
 `
 
+/** A script: the prelude, then `body`, whose result is returned once the counters are written. */
+const script = (body: string) => `${prelude}
+local function finish(result)
+  if granted > 0 then redis.call('HINCRBY', H, 'acquired', granted) end
+  return result
+end
+return finish((function()
+${body}
+end)())
+`
+
 /**
  * Acquisitions and releases, in the order given, in one round trip (a process sends what its
  * callers asked for meanwhile together). ARGV: prefix, then per operation either
@@ -135,7 +149,7 @@ dispatch()
  * {0, reason, active, limit} refused or {2, waiting} queued; for a release the user's count
  * left, or -1 if the lease was not held (anymore).
  */
-export const batch = `${prelude}
+export const batch = script(`
 local cap
 local function capOr(fallback)
   if cap then return cap end
@@ -194,10 +208,10 @@ while i <= #ARGV do
   end
 end
 return results
-`
+`)
 
 /** ARGV: prefix, leaseMillis, ids... Returns per id 1 (lease renewed), 2 (ticket renewed) or 0 (gone). */
-export const renew = `${prelude}
+export const renew = script(`
 local ms, result = tonumber(ARGV[2]), {}
 for i = 3, #ARGV do
   local id = ARGV[i]
@@ -212,10 +226,10 @@ for i = 3, #ARGV do
   end
 end
 return result
-`
+`)
 
 /** ARGV: prefix, ticket id. Returns 1 (removed from its line), 2 (it had been admitted: slot given back), 0 (gone). */
-export const leave = `${prelude}
+export const leave = script(`
 if removeTicket(ARGV[2]) then
   dispatch()
   return 1
@@ -225,27 +239,27 @@ if not u then return 0 end
 settle(u)
 dispatch()
 return 2
-`
+`)
 
 /** ARGV: prefix, ticket id. Returns {1, active} admitted (its lease is held), {2} still waiting, {0} gone. */
-export const status = `${prelude}
+export const status = script(`
 if redis.call('ZSCORE', LEASES, ARGV[2]) then return { 1, count(userOf(ARGV[2])) } end
 if redis.call('HEXISTS', H, 't:' .. ARGV[2]) == 1 then return { 2 } end
 return { 0 }
-`
+`)
 
 /**
  * ARGV: prefix, user or ''. Returns the count of one user, or
  * {counts (flat user, n...), inFlight, waiting, waitingUsers, {acquired, refused:user, refused:global, refused:waiting}}.
  */
-export const read = `${prelude}
+export const read = script(`
 if ARGV[2] ~= '' then return count(ARGV[2]) end
 return { redis.call('HGETALL', COUNTS), total(), redis.call('ZCARD', TEXP), redis.call('HGET', H, 'wusers'),
   redis.call('HMGET', H, 'acquired', 'refused:user', 'refused:global', 'refused:waiting') }
-`
+`)
 
 /** ARGV: prefix, maxTotal, then pairs user, limit for waiting users. Sets the cap, the limits, and admits who now fits. */
-export const configure = `${prelude}
+export const configure = script(`
 redis.call('HSET', H, 'cap', ARGV[2])
 for i = 3, #ARGV, 2 do
   if redis.call('HEXISTS', H, 'w:' .. ARGV[i]) == 1 then redis.call('HSET', H, 'w:' .. ARGV[i], ARGV[i + 1]) end
@@ -253,7 +267,7 @@ end
 for i = 3, #ARGV, 2 do refreshReady(ARGV[i]) end
 dispatch()
 return 1
-`
+`)
 
 /**
  * ARGV: prefix, then users whose lines to look at. Names the first key holding the wrong
