@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, HashMap, Layer } from "effect"
+import { Effect, Exit, Fiber, HashMap, Layer, Logger } from "effect"
 import { createServer, type Server, type Socket } from "node:net"
 import { Redis } from "ioredis"
 import { QueueManager } from "../../src/index.js"
@@ -243,6 +243,47 @@ describe("Redis store", () => {
         expect(yield* a.stats).toEqual(before)
       }
       expect(yield* a.tryAcquire(2)).toBe(true)
+    })
+  )
+
+  it.live("a release whose user's line has the wrong type changes nothing, is named, and goes through once fixed", () =>
+    Effect.gen(function* () {
+      const warnings: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push(String(message))
+      })
+      // a release that failed is retried, and logged, with the logger the store was built with
+      const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 }).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, logger))
+      )
+      yield* a.tryAcquire(1)
+      const line = `{${prefix}}:line:n1`
+      yield* withRedis((redis) => redis.set(line, "oops"))
+      yield* a.release(1)
+      // stats go out after the release on the same connection: the failed release left the count as it was
+      expect(yield* a.stats).toMatchObject({ inFlight: 1, activeUsers: 1 })
+      yield* eventually("the failure is logged", Effect.succeed(warnings), (w) => w.length > 0)
+      expect(warnings[0]).toContain(`WRONGTYPE key ${line} holds a string, the queue store needs a list`)
+      yield* withRedis((redis) => redis.del(line))
+      yield* eventually("the retried release went through", a.stats, (s) => s.inFlight === 0)
+      expect(yield* a.tryAcquire(1)).toBe(true)
+    }).pipe(Effect.scoped)
+  )
+
+  it.scoped("a slot handed over before a later operation of the same round trip fails is still counted", () =>
+    Effect.gen(function* () {
+      const { a, b, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      yield* a.tryAcquire(3)
+      const waiter = yield* Effect.fork(b.withSlot(3, { onFull: "wait" })(Effect.succeed("served")))
+      yield* eventually("b's request waits", b.stats, (s) => s.waiting === 1)
+      const before = yield* a.stats
+      yield* withRedis((redis) => redis.set(`{${prefix}}:line:n2`, "oops"))
+      // one round trip: the release hands the slot to b's waiter, then the acquisition fails on the broken key
+      const [, refused] = yield* Effect.all([a.release(3), Effect.flip(a.tryAcquire(2))])
+      expect(refused.message).toContain(`WRONGTYPE key {${prefix}}:line:n2`)
+      expect(yield* Fiber.join(waiter)).toBe("served")
+      yield* withRedis((redis) => redis.del(`{${prefix}}:line:n2`))
+      expect((yield* a.stats).acquired).toBe(before.acquired + 1)
     })
   )
 

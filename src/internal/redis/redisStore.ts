@@ -78,6 +78,8 @@ export const makeRedisStore = (
     let sequence = 0
     /** A lease or ticket id: unique, and ending with its user, so that Redis can tell whose it is. */
     const nextId = (user: string) => `${processId}:${(sequence++).toString(36)}:${user}`
+    /** The (encoded) user a lease or ticket id ends with. */
+    const userOfId = (id: string | number) => String(id).split(":").slice(2).join(":")
 
     /** Turns Redis's bare WRONGTYPE error into one naming the key (looking at `users`' lines too). */
     const nameWrongType = (users: ReadonlyArray<string | number>) => async (error: unknown) => {
@@ -89,7 +91,9 @@ export const makeRedisStore = (
     // acquisitions and releases asked for within one turn of the event loop go out as one call
     const batcher = makeBatcher((args) => {
       const users: Array<string | number> = []
-      for (let i = 0; i < args.length; i += args[i] === "a" ? 10 : 2) if (args[i] === "a") users.push(args[i + 1]!)
+      for (let i = 0; i < args.length; i += args[i] === "a" ? 10 : 2) {
+        users.push(args[i] === "a" ? args[i + 1]! : userOfId(args[i + 1]!))
+      }
       return db.run("batch", [prefix, ...args]).catch(nameWrongType(users))
     }, OPS_BATCH)
     yield* Effect.addFinalizer(() => Effect.sync(batcher.flush))
@@ -102,16 +106,20 @@ export const makeRedisStore = (
         )
       )
 
-    /** Any other script: sent after the batched operations asked for before it, so it sees their effect. */
+    /**
+     * Any other script: sent after the batched operations asked for before it, so it sees their
+     * effect. `users`: whose lines it may touch, to be looked at if a key has the wrong type.
+     */
     const call = <A>(
       operation: string,
       script: Exclude<Parameters<Connection["run"]>[0], "batch">,
-      args: ReadonlyArray<string | number>
+      args: ReadonlyArray<string | number>,
+      users: ReadonlyArray<string | number> = []
     ) =>
       Effect.tryPromise({
         try: () => {
           batcher.flush()
-          return db.run(script, [prefix, ...args]).catch(nameWrongType([])) as Promise<A>
+          return db.run(script, [prefix, ...args]).catch(nameWrongType(users)) as Promise<A>
         },
         catch: unavailable(operation)
       })
@@ -172,7 +180,7 @@ export const makeRedisStore = (
 
     /** Asks Redis where `ticket` stands, and delivers it if it was admitted. */
     const check = (ticket: RedisTicket) =>
-      Effect.flatMap(call<ReadonlyArray<number>>("status", "status", [ticket.id]), (answer) =>
+      Effect.flatMap(call<ReadonlyArray<number>>("status", "status", [ticket.id], [userOfId(ticket.id)]), (answer) =>
         Effect.sync(() => {
           if (answer[0] === 1) admitted(ticket, answer[1]!)
           else if (answer[0] === 0 && tickets.delete(ticket.id)) {
@@ -195,7 +203,7 @@ export const makeRedisStore = (
           reason: `Redis did not answer for a lease time (${leaseMillis} ms): the waiting request was given up`
         })
         Deferred.unsafeDone(ticket.signal, Effect.fail(error))
-        return retryInBackground("leave", call("leave", "leave", [ticket.id]), error)
+        return retryInBackground("leave", call("leave", "leave", [ticket.id], [userOfId(ticket.id)]), error)
       })
 
     /**
@@ -346,7 +354,7 @@ export const makeRedisStore = (
             Effect.tapError((error) =>
               Effect.zipRight(
                 Effect.sync(() => early.delete(id)),
-                retryInBackground("leave", call("leave", "leave", [id]), error)
+                retryInBackground("leave", call("leave", "leave", [id], [user]), error)
               )
             )
           )
@@ -374,7 +382,7 @@ export const makeRedisStore = (
           const t = ticket as RedisTicket
           if (tickets.delete(t.id)) {
             local.waiting = tickets.size
-            return Effect.ignore(call("leave", "leave", [t.id]))
+            return Effect.ignore(call("leave", "leave", [t.id], [userOfId(t.id)]))
           }
           // admitted while it stopped waiting: give the slot back
           return Effect.flatMap(Deferred.poll(t.signal), (done) =>
@@ -413,8 +421,9 @@ export const makeRedisStore = (
       resize: (maxTotal, limitOf) =>
         Effect.suspend(() => {
           const waitingUsers = new Set(Array.from(tickets.values(), (t) => t.userId))
-          const args = Array.from(waitingUsers, (userId) => [encode(userId), limitOf(userId)]).flat()
-          return Effect.as(call("resize", "configure", [maxTotal, ...args]), undefined)
+          const users = Array.from(waitingUsers, encode)
+          const args = Array.from(waitingUsers, (userId, i) => [users[i]!, limitOf(userId)]).flat()
+          return Effect.as(call("resize", "configure", [maxTotal, ...args], users), undefined)
         }).pipe(Effect.tap(() => (cap = maxTotal))),
       shutdown: Effect.sync(() => {
         isShutdown = true

@@ -14,9 +14,9 @@
  * Users are encoded `n<number>` or `s<string>`, so 1 and "1" stay distinct. Lease and ticket
  * ids are `process:sequence:user` (a ticket admitted keeps its id as its lease's).
  *
- * A key of the wrong type: every script reads a key (or writes it with a single command
- * that fails whole) before its first other write, so a wrongly typed key fails the call
- * before anything changes; `inspect` then names the key.
+ * A key of the wrong type: every script reads the fixed keys first, and each step reads a
+ * user's keys before it writes them, so a wrongly typed key fails the operation that needs it
+ * before that operation changes anything; `inspect` then names the key.
  */
 
 const keys = `
@@ -29,6 +29,12 @@ const prelude = `${keys}
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
+-- the fixed keys are read before anything is written (LEASES and TEXP by the purge below)
+local CAP = redis.call('HGET', H, 'cap') -- false if Redis lost it
+if CAP then CAP = tonumber(CAP) end
+-- false while READY is known to be empty: dispatch has nothing to look at
+local mayBeReady = #redis.call('ZRANGE', READY, 0, 0) > 0
+
 local function count(u) return tonumber(redis.call('HGET', COUNTS, u) or '0') end
 local function total() return redis.call('ZCARD', LEASES) end
 local function split(info)
@@ -38,8 +44,12 @@ end
 
 local function userOf(id) return string.match(id, '^[^:]*:[^:]*:(.*)$') end
 
--- slots granted by this call: added to the 'acquired' counter once, at its end
+-- slots granted by this call and not yet added to the 'acquired' counter
 local granted = 0
+local function countGrants()
+  if granted > 0 then redis.call('HINCRBY', H, 'acquired', granted) end
+  granted = 0
+end
 
 local function grant(u, id, leaseMs)
   local active = redis.call('HINCRBY', COUNTS, u, 1)
@@ -48,16 +58,17 @@ local function grant(u, id, leaseMs)
   return active
 end
 
--- gives lease id back; returns its user and the user's count left, or nothing if it was not held
+-- gives lease id back; returns its user, the user's count left and how many of the user's
+-- requests wait, or nothing if it was not held
 local function drop(id)
   local u = userOf(id)
-  local held = count(u)
-  if redis.call('ZREM', LEASES, id) == 0 then return nil, 0 end
+  local held, queued = count(u), redis.call('LLEN', line(u))
+  if redis.call('ZREM', LEASES, id) == 0 then return nil, 0, 0 end
   if held <= 1 then
     redis.call('HDEL', COUNTS, u)
-    return u, 0
+    return u, 0, queued
   end
-  return u, redis.call('HINCRBY', COUNTS, u, -1)
+  return u, redis.call('HINCRBY', COUNTS, u, -1), queued
 end
 
 local function headFits(u)
@@ -77,14 +88,15 @@ local function refreshReady(u)
     end
   elseif headFits(u) then
     redis.call('ZADD', READY, 'NX', redis.call('HINCRBY', H, 'seq', 1), u)
+    mayBeReady = true
   else
     redis.call('ZREM', READY, u)
   end
 end
 
--- after u's count fell: only a user with waiters has anything to refresh (an empty line has no w: entry)
-local function settle(u)
-  if redis.call('LLEN', line(u)) > 0 then refreshReady(u) end
+-- after u's count fell (drop's results): only a user with waiters has anything to refresh
+local function settle(u, _, queued)
+  if u and queued > 0 then refreshReady(u) end
 end
 
 local function removeTicket(id)
@@ -100,9 +112,11 @@ end
 
 -- admits ready users' first waiters, in turn order, while the global cap allows
 local function dispatch()
+  if not mayBeReady then return end
   local first = redis.call('ZRANGE', READY, 0, 0)
-  if #first == 0 then return end
-  local cap = tonumber(redis.call('HGET', H, 'cap') or '0')
+  mayBeReady = #first > 0
+  if not mayBeReady then return end
+  local cap = CAP or 0
   for _ = 1, 1000 do
     if cap > 0 and total() >= cap then return end
     local u = first[1]
@@ -115,7 +129,8 @@ local function dispatch()
     redis.call('PUBLISH', channel, id .. ' ' .. grant(u, id, leaseMs))
     refreshReady(u)
     first = redis.call('ZRANGE', READY, 0, 0)
-    if #first == 0 then return end
+    mayBeReady = #first > 0
+    if not mayBeReady then return end
   end
 end
 
@@ -129,15 +144,19 @@ end
 dispatch()
 `
 
-/** A script: the prelude, then `body`, whose result is returned once the counters are written. */
+/**
+ * A script: the prelude, then `body`, whose result is returned once the grants are counted
+ * (also when it fails midway: what it did stays done, as Redis does not roll a script back).
+ */
 const script = (body: string) => `${prelude}
-local function finish(result)
-  if granted > 0 then redis.call('HINCRBY', H, 'acquired', granted) end
+local function finish(ok, result)
+  countGrants()
+  if not ok then error(result) end
   return result
 end
-return finish((function()
+return finish(pcall(function()
 ${body}
-end)())
+end))
 `
 
 /**
@@ -150,16 +169,12 @@ end)())
  * left, or -1 if the lease was not held (anymore).
  */
 export const batch = script(`
-local cap
 local function capOr(fallback)
-  if cap then return cap end
-  cap = redis.call('HGET', H, 'cap')
-  if not cap then
-    cap = fallback
-    redis.call('HSET', H, 'cap', cap)
+  if not CAP then
+    redis.call('HSET', H, 'cap', fallback)
+    CAP = tonumber(fallback)
   end
-  cap = tonumber(cap)
-  return cap
+  return CAP
 end
 
 local function acquire(u, limit, bypass, wait, maxWaiting, leaseMs, id, channel, fallbackCap)
@@ -189,9 +204,9 @@ local function acquire(u, limit, bypass, wait, maxWaiting, leaseMs, id, channel,
 end
 
 local function release(id)
-  local u, left = drop(id)
+  local u, left, queued = drop(id)
   if not u then return -1 end
-  settle(u)
+  settle(u, left, queued)
   dispatch()
   return left
 end
@@ -234,9 +249,9 @@ if removeTicket(ARGV[2]) then
   dispatch()
   return 1
 end
-local u = drop(ARGV[2])
+local u, left, queued = drop(ARGV[2])
 if not u then return 0 end
-settle(u)
+settle(u, left, queued)
 dispatch()
 return 2
 `)
@@ -254,13 +269,16 @@ return { 0 }
  */
 export const read = script(`
 if ARGV[2] ~= '' then return count(ARGV[2]) end
+countGrants() -- those of this call's dispatch, before the counters are read
 return { redis.call('HGETALL', COUNTS), total(), redis.call('ZCARD', TEXP), redis.call('HGET', H, 'wusers'),
   redis.call('HMGET', H, 'acquired', 'refused:user', 'refused:global', 'refused:waiting') }
 `)
 
 /** ARGV: prefix, maxTotal, then pairs user, limit for waiting users. Sets the cap, the limits, and admits who now fits. */
 export const configure = script(`
+for i = 3, #ARGV, 2 do redis.call('LLEN', line(ARGV[i])) end -- read before anything is written
 redis.call('HSET', H, 'cap', ARGV[2])
+CAP = tonumber(ARGV[2])
 for i = 3, #ARGV, 2 do
   if redis.call('HEXISTS', H, 'w:' .. ARGV[i]) == 1 then redis.call('HSET', H, 'w:' .. ARGV[i], ARGV[i + 1]) end
 end
@@ -276,6 +294,10 @@ return 1
 export const inspect = `${keys}
 local expected = { { H, 'hash' }, { COUNTS, 'hash' }, { LEASES, 'zset' }, { TEXP, 'zset' }, { READY, 'zset' } }
 for i = 2, #ARGV do expected[#expected + 1] = { line(ARGV[i]), 'list' } end
+-- the lines a dispatch looks at: those of the users in the turn order
+if redis.call('TYPE', READY).ok == 'zset' then
+  for _, u in ipairs(redis.call('ZRANGE', READY, 0, -1)) do expected[#expected + 1] = { line(u), 'list' } end
+end
 for _, pair in ipairs(expected) do
   local got = redis.call('TYPE', pair[1]).ok
   if got ~= 'none' and got ~= pair[2] then
