@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, HashMap, Layer, Logger } from "effect"
+import { Effect, Exit, Fiber, HashMap, Layer, Logger, Scope, Supervisor } from "effect"
 import { createServer, type Server, type Socket } from "node:net"
 import { Redis } from "ioredis"
 import { QueueManager } from "../../src/index.js"
@@ -267,6 +267,32 @@ describe("Redis store", () => {
       yield* withRedis((redis) => redis.del(line))
       yield* eventually("the retried release went through", a.stats, (s) => s.inFlight === 0)
       expect(yield* a.tryAcquire(1)).toBe(true)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("closing the layer stops the retries of its releases", () =>
+    Effect.gen(function* () {
+      const prefix = uniquePrefix()
+      yield* Effect.addFinalizer(() => deleteKeys(prefix))
+      const warnings: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push(String(message))
+      })
+      // every fiber the store starts, the retries included
+      const fibers = yield* Supervisor.track
+      const scope = yield* Scope.make()
+      const a = yield* RedisStore.make({ maxUserQueue: 1, redis: redisUrl, prefix }).pipe(
+        Effect.supervised(fibers),
+        Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+        Scope.extend(scope)
+      )
+      yield* a.tryAcquire(1)
+      yield* withRedis((redis) => redis.set(`{${prefix}}:line:n1`, "oops"))
+      yield* a.release(1)
+      // the release failed and is retried (for up to a lease time: 30 s)
+      yield* eventually("the release is retried", Effect.succeed(warnings), (w) => w.length > 0)
+      yield* Scope.close(scope, Exit.void)
+      yield* eventually("no fiber of the store is left", fibers.value, (alive) => alive.length === 0)
     }).pipe(Effect.scoped)
   )
 

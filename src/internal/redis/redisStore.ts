@@ -1,4 +1,4 @@
-import { Deferred, Duration, Effect, FiberId, HashMap, Runtime, Schedule } from "effect"
+import { Deferred, Duration, Effect, FiberId, FiberSet, HashMap, Schedule } from "effect"
 import type { Scope } from "effect"
 import type { RedisOptions } from "ioredis"
 import type { UserId } from "../../QueueManager.js"
@@ -287,10 +287,13 @@ export const makeRedisStore = (
     yield* call("configure", "configure", [maxTotal])
     let cap = maxTotal
 
+    // runs retries with this layer's logger and services; closing the layer stops them
+    const runInBackground = yield* FiberSet.makeRuntime<never>()
+
     /**
      * Retries `undo` (a release or a leave) in the background until Redis answers, for at most
-     * a lease time (after it the lease or ticket has expired anyway). Both are no-ops the second
-     * time, so a retry never double-counts.
+     * a lease time (after it the lease or ticket has expired anyway), or until the layer is
+     * closed. Both are no-ops the second time, so a retry never double-counts.
      */
     const retryInBackground = (
       operation: string,
@@ -298,18 +301,17 @@ export const makeRedisStore = (
       error: StoreUnavailable
     ) =>
       Effect.zipRight(
-        Effect.forkDaemon(
-          undo.pipe(
-            Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo(Duration.millis(leaseMillis)))),
-            Effect.ignore,
-            Effect.withClock(liveClock)
+        Effect.sync(() =>
+          runInBackground(
+            undo.pipe(
+              Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo(Duration.millis(leaseMillis)))),
+              Effect.ignore,
+              Effect.withClock(liveClock)
+            )
           )
         ),
         Effect.logWarning(`${operation} deferred until Redis answers: ${error.message}`)
       )
-
-    // where a release that failed after its caller moved on is retried from (this layer's logger and services)
-    const runtime = yield* Effect.runtime<never>()
 
     /**
      * Gives `lease` back without waiting for Redis: the release goes out with this turn's batch,
@@ -321,8 +323,7 @@ export const makeRedisStore = (
         const args = ["r", lease.id]
         batcher.add(args, (ok, value) => {
           if (ok) return
-          const retry = retryInBackground("release", batched("release", args), unavailable("release")(value))
-          Runtime.runFork(runtime)(retry)
+          runInBackground(retryInBackground("release", batched("release", args), unavailable("release")(value)))
         })
         return "sent"
       })
