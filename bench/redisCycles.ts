@@ -115,18 +115,21 @@ export const redisCycles: Benchmark = {
         ],
         targets: [target(scenarios[0]!, 1, "≥ 1.00× (no slower)"), target(scenarios[1]!, 0.5, "≥ 2.00×")],
         notes: [
-          "Where we lose, and why (measured on this machine while building this benchmark; the figures move with " +
-            "its load). (1) The server work per cycle: redis-semaphore's acquire script is a sorted-set check and " +
-            "insert (about 5 µs of Redis time per call, `INFO commandstats`) and its release a plain `ZREM` (under " +
-            "1 µs); ours take about 20–27 µs each, as one script keeps the per-user count, the global cap, the " +
-            "waiting lines and their turn order, the counters of `stats`, and first checks the type of every key " +
-            "under the prefix, so that a foreign key of the wrong type fails the call before anything changes. " +
-            "(2) `withSlot` runs its body in a child fiber, so that a lost lease can stop the body and fail it with " +
-            "a typed `LeaseLost`; starting and joining that fiber is most of the gap between the `withSlot` row and " +
-            "the `tryAcquire` + `release` row. (3) With 64 callers Redis is not what limits us: removing our type " +
-            "check (a quarter of our server time) did not change our figure. Both contenders are bound by this " +
-            "process's CPU, where ioredis writes every command with a write call of its own (about " +
-            "a third of the CPU in a profile) and Effect's fiber runtime takes most of the rest.",
+          "Where we lose, and why (measured on this machine on the day of this run with `INFO commandstats` and " +
+            "`process.cpuUsage`; the figures move with its load). (1) Redis time: with one caller a release goes " +
+            "out with the next acquisition, one script call per cycle, which took about 70 µs of Redis time against " +
+            "about 24 µs for redis-semaphore's acquire script plus 3 µs for its `ZREM`. Ours runs about 14 Redis " +
+            "commands (the clock, the purge of expired leases and waiting requests, the turn order of waiters, the " +
+            "user's count, the cap, the user's line, the lease, the `stats` counter) where its acquire runs 4, and " +
+            "each command called from Lua cost 2–3 µs here; a script that only defines our helper functions " +
+            "already took 7 µs against 3 µs for `return 1`. (2) This process's CPU per cycle: about 150 µs for " +
+            "redis-semaphore's two round trips, about 170–190 µs for our one round trip with `tryAcquire` + " +
+            "`release`, and about 260–290 µs with `withSlot`, which runs its body in a child fiber so that a lost " +
+            "lease can stop the body and fail it with a typed `LeaseLost` (a bare fork and join of a fiber cost " +
+            "15–20 µs that day; `Fiber.inheritAll`, `ensuring` and `onInterrupt` add to it). (3) With 64 callers " +
+            "both contenders are bound by CPU on a 2-core machine that also runs Redis. A round trip carries at " +
+            "most 16 operations: with 256, Redis ran each batch while Node waited and Node built the next while " +
+            "Redis idled, and we made about 12,700 cycles per second against 15,000–18,000 with 8 to 16.",
           "Why the issue's premise does not show here: in a closed loop a redis-semaphore caller that releases " +
             "re-acquires at once, before any poller retries (it keeps no queue, so it is not fair), and its pollers " +
             "only cost latency, not cycles. The latency is in section 9, where ours is push-based."
