@@ -246,6 +246,63 @@ describe("Redis store", () => {
     })
   )
 
+  it.scoped("a key of the wrong type fails only the operations that need it, not the others of its round trip", () =>
+    Effect.gen(function* () {
+      const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      yield* withRedis((redis) => redis.set(`{${prefix}}:line:n2`, "oops"))
+      // asked for within one turn: one round trip carries all three
+      const [first, broken, third] = yield* Effect.all(
+        [a.tryAcquire(1), Effect.flip(a.tryAcquire(2)), a.tryAcquire(3)],
+        {
+          concurrency: "unbounded"
+        }
+      )
+      expect([first, third]).toEqual([true, true])
+      expect(broken.message).toContain(`WRONGTYPE key {${prefix}}:line:n2 holds a string`)
+      expect(yield* a.stats).toMatchObject({ inFlight: 2, activeUsers: 2, acquired: 2 })
+      expect(Array.from(yield* a.snapshot).sort()).toEqual([
+        [1, 1],
+        [3, 1]
+      ])
+      yield* withRedis((redis) => redis.del(`{${prefix}}:line:n2`))
+    })
+  )
+
+  it.live(
+    "a script that fails after handing out slots still counts them, and a line deleted from outside admits no one",
+    () =>
+      Effect.gen(function* () {
+        const { a, b, prefix } = yield* twoProcesses({ maxUserQueue: 5, maxTotal: 2 })
+        yield* a.tryAcquire(1)
+        yield* a.tryAcquire(5)
+        const two = yield* Effect.fork(b.withSlot(2, { onFull: "wait" })(Effect.succeed("two")))
+        const four = yield* Effect.fork(b.withSlot(4, { onFull: "wait" })(Effect.succeed("four")))
+        yield* eventually("both wait for the cap", b.stats, (s) => s.waiting === 2)
+        const before = yield* b.stats
+        const line = `{${prefix}}:line:n4`
+        yield* withRedis(async (redis) => {
+          await redis.del(line)
+          await redis.set(line, "oops")
+          // a's leases run out: the next script's purge frees both slots and admits the waiters in turn
+          const ids = await redis.zrange(`{${prefix}}:leases`, 0, -1)
+          for (const id of ids) await redis.zadd(`{${prefix}}:leases`, "XX", 1, id)
+        })
+        // user 2 is admitted, then user 4's line fails the script
+        const error = yield* Effect.flip(b.stats)
+        expect(error.message).toContain(`WRONGTYPE key ${line} holds a string`)
+        expect(yield* Fiber.join(two)).toBe("two")
+        yield* withRedis((redis) => redis.del(line))
+        expect(yield* b.stats).toMatchObject({ acquired: before.acquired + 1, waiting: 1 })
+        yield* Fiber.interrupt(four)
+        // user 2's release met the broken line too, and is retried
+        yield* eventually(
+          "nothing is left",
+          b.stats,
+          (s) => s.inFlight === 0 && s.waiting === 0 && s.waitingUsers === 0
+        )
+      }).pipe(Effect.scoped)
+  )
+
   it.live("a release whose user's line has the wrong type changes nothing, is named, and goes through once fixed", () =>
     Effect.gen(function* () {
       const warnings: Array<string> = []

@@ -11,7 +11,8 @@ export interface Batcher {
 
 /**
  * Gathers the operations added within one turn of the event loop (at most `maxOps`) into one
- * `send`, whose answer must hold one entry per operation, in order; anything else fails them all.
+ * `send`, whose answer must hold one entry per operation, in order (an `Error` fails its
+ * operation alone); anything else fails them all.
  */
 export const makeBatcher = (send: (args: Array<string | number>) => Promise<unknown>, maxOps: number): Batcher => {
   let queue: Array<{ readonly args: ReadonlyArray<string | number>; readonly settle: Settle }> = []
@@ -30,7 +31,7 @@ export const makeBatcher = (send: (args: Array<string | number>) => Promise<unkn
       if (!Array.isArray(answers) || answers.length !== ops.length) {
         return failAll(new Error(`Redis answered a batch of ${ops.length} with ${JSON.stringify(answers)}`))
       }
-      ops.forEach((op, i) => op.settle(true, answers[i]))
+      ops.forEach((op, i) => op.settle(!(answers[i] instanceof Error), answers[i]))
     }, failAll)
   }
   return {

@@ -94,7 +94,22 @@ export const makeRedisStore = (
       for (let i = 0; i < args.length; i += args[i] === "a" ? 10 : 2) {
         users.push(args[i] === "a" ? args[i + 1]! : userOfId(args[i + 1]!))
       }
-      return db.run("batch", [prefix, ...args]).catch(nameWrongType(users))
+      const failed = (answer: unknown) => Array.isArray(answer) && answer[0] === "!"
+      return db.run("batch", [prefix, ...args]).then(
+        // answers are settled in the order they come, before a later call's: no extra turn unless one failed
+        (answers) =>
+          !Array.isArray(answers) || !answers.some(failed)
+            ? answers
+            : // an operation that failed alone ({'!', error}) gets its error, naming the key if it can
+              Promise.all(
+                answers.map((answer, i) =>
+                  failed(answer)
+                    ? nameWrongType([users[i]!])(new Error(String(answer[1]))).catch((error: unknown) => error)
+                    : answer
+                )
+              ),
+        nameWrongType(users)
+      )
     }, OPS_BATCH)
     yield* Effect.addFinalizer(() => Effect.sync(batcher.flush))
 

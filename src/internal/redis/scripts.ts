@@ -29,7 +29,7 @@ const prelude = `${keys}
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
--- the fixed keys are read before anything is written (LEASES and TEXP by the purge below)
+-- the fixed keys are read before anything is written (LEASES and TEXP by the purge, which every script starts with)
 local CAP = redis.call('HGET', H, 'cap') -- false if Redis lost it
 if CAP then CAP = tonumber(CAP) end
 -- false while READY is known to be empty: dispatch has nothing to look at
@@ -123,10 +123,14 @@ local function dispatch()
     count(u) -- read before the first write: a wrongly typed key fails the call here
     local id = redis.call('LPOP', line(u))
     redis.call('ZREM', READY, u)
-    local _, _, channel, leaseMs = split(redis.call('HGET', H, 't:' .. id))
-    redis.call('HDEL', H, 't:' .. id)
-    redis.call('ZREM', TEXP, id)
-    redis.call('PUBLISH', channel, id .. ' ' .. grant(u, id, leaseMs))
+    -- a line or ticket deleted from outside admits no one (a ticket left over expires)
+    local info = id and redis.call('HGET', H, 't:' .. id)
+    if info then
+      local _, _, channel, leaseMs = split(info)
+      redis.call('HDEL', H, 't:' .. id)
+      redis.call('ZREM', TEXP, id)
+      redis.call('PUBLISH', channel, id .. ' ' .. grant(u, id, leaseMs))
+    end
     refreshReady(u)
     first = redis.call('ZRANGE', READY, 0, 0)
     mayBeReady = #first > 0
@@ -135,18 +139,20 @@ local function dispatch()
 end
 
 -- expired leases and tickets go first, and whoever they were blocking is admitted
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 100)) do
-  settle(drop(id))
+local function purge()
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 100)) do
+    settle(drop(id))
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', TEXP, '-inf', NOW, 'LIMIT', 0, 100)) do
+    if not removeTicket(id) then redis.call('ZREM', TEXP, id) end
+  end
+  dispatch()
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', TEXP, '-inf', NOW, 'LIMIT', 0, 100)) do
-  if not removeTicket(id) then redis.call('ZREM', TEXP, id) end
-end
-dispatch()
 `
 
 /**
- * A script: the prelude, then `body`, whose result is returned once the grants are counted
- * (also when it fails midway: what it did stays done, as Redis does not roll a script back).
+ * A script: the prelude, the purge, then `body`, whose result is returned once the grants are
+ * counted (also when it fails midway: what it did stays done, as Redis does not roll a script back).
  */
 const script = (body: string) => `${prelude}
 local function finish(ok, result)
@@ -155,6 +161,7 @@ local function finish(ok, result)
   return result
 end
 return finish(pcall(function()
+purge()
 ${body}
 end))
 `
@@ -166,7 +173,8 @@ end))
  * (maxTotal: this process's cap, written back if Redis lost it, e.g. after a restart without
  * persistence) or `r, lease id`. Returns per operation: for an acquisition {1, active} acquired,
  * {0, reason, active, limit} refused or {2, waiting} queued; for a release the user's count
- * left, or -1 if the lease was not held (anymore).
+ * left, or -1 if the lease was not held (anymore); for an operation that failed (a key of the
+ * wrong type) {'!', error}: it fails alone, the others go on.
  */
 export const batch = script(`
 local function capOr(fallback)
@@ -211,14 +219,19 @@ local function release(id)
   return left
 end
 
+local function outcome(ok, result)
+  if ok then return result end
+  return { '!', type(result) == 'table' and result.err or tostring(result) }
+end
+
 local results, i = {}, 2
 while i <= #ARGV do
   if ARGV[i] == 'a' then
-    results[#results + 1] = acquire(ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3] == '1', ARGV[i + 4] == '1',
-      tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ARGV[i + 7], ARGV[i + 8], ARGV[i + 9])
+    results[#results + 1] = outcome(pcall(acquire, ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3] == '1',
+      ARGV[i + 4] == '1', tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]))
     i = i + 10
   else
-    results[#results + 1] = release(ARGV[i + 1])
+    results[#results + 1] = outcome(pcall(release, ARGV[i + 1]))
     i = i + 2
   end
 end
