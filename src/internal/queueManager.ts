@@ -8,6 +8,7 @@ import {
   Exit,
   FiberId,
   FiberRef,
+  HashSet,
   LogLevel,
   Metric,
   Tracer
@@ -71,13 +72,26 @@ const interruptOnLoss = (lease: Lease): Effect.Effect<void> =>
     return Effect.void
   })
 
+/** What a lost lease interrupts its holder with: told apart from any other interruption. */
+const leaseLostId = FiberId.unsafeMake()
+
 /**
- * Runs `announce`, then `work` (made interruptible by `restore`), then `release` in a child
- * fiber, and waits for it; a lost `lease` interrupts the child, and then fails with
- * `LeaseLost`; interrupting the caller interrupts the child and waits for it. The child
- * releases the slot as soon as the work ends, without waiting for the caller to resume, and
- * whatever `announce` does. Called with interruption disabled: the child starts that way, so
- * its release is in place before anything can interrupt it.
+ * Whether `fiber` has children still running. A lost lease interrupts the fiber running the
+ * work, and with it the fiber's children, which must then all belong to the work. (Effect
+ * keeps them on the fiber without a public synchronous read; without one, assume some.)
+ */
+const hasChildren = (fiber: RuntimeFiber): boolean => {
+  const children = (fiber as { readonly getChildren?: () => ReadonlySet<unknown> }).getChildren?.()
+  return children === undefined || children.size > 0
+}
+
+/**
+ * Runs `announce`, then `work` (made interruptible by `restore`), then `release`; a lost
+ * `lease` interrupts the work, which then fails with `LeaseLost`; interrupting the caller
+ * interrupts the work. Called with interruption disabled, so the release is in place before
+ * anything can interrupt the work. The work runs in the caller's fiber, interrupted by a lost
+ * lease under an id of its own, whose interruption is then taken back (any other stays); a
+ * caller with children running (which that would interrupt too) runs it in a child fiber.
  */
 const guarded = <A, E, R>(
   restore: Restore,
@@ -87,22 +101,51 @@ const guarded = <A, E, R>(
   lease: Lease,
   userId: UserId
 ): Effect.Effect<A, E | LeaseLost, R> =>
-  Effect.flatMap(Effect.fork(Effect.ensuring(andThen(announce, restore(work)), release)), (child) => {
+  Effect.withFiberRuntime((caller) => {
+    const body = andThen(announce, restore(work))
     let lost = false
+    if (hasChildren(caller)) {
+      return Effect.flatMap(Effect.fork(Effect.ensuring(body, release)), (child) => {
+        lease.watch!(() => {
+          lost = true
+          child.unsafeInterruptAsFork(leaseLostId)
+        })
+        return Effect.flatMap(
+          Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child)),
+          // as Fiber.join: what the work set in FiberRefs stays set after it
+          (exit) => Effect.zipRight(Fiber.inheritAll(child), lost ? afterLoss(exit, userId) : exit)
+        )
+      })
+    }
     lease.watch!(() => {
       lost = true
-      child.unsafeInterruptAsFork(FiberId.none)
+      caller.unsafeInterruptAsFork(leaseLostId)
     })
-    return Effect.flatMap(
-      Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child)),
-      (exit): Effect.Effect<A, E | LeaseLost> => {
-        // as Fiber.join: what the body set in FiberRefs stays set after it
-        const result: Effect.Effect<A, E | LeaseLost> =
-          lost && Exit.isInterrupted(exit) ? Effect.fail(new LeaseLost({ userId })) : exit
-        return Effect.zipRight(Fiber.inheritAll(child), result)
-      }
+    return Effect.flatMap(Effect.exit(body), (exit) =>
+      Effect.zipRight(
+        release,
+        Effect.suspend(() => (lost ? Effect.zipRight(forgetLoss(caller), afterLoss(exit, userId)) : exit))
+      )
     )
   })
+
+/** Takes back the caller's interruption by a lost lease, keeping any other. */
+const forgetLoss = (caller: RuntimeFiber) =>
+  Effect.suspend(() => {
+    const others = HashSet.remove(Cause.interruptors(caller.getFiberRef(FiberRef.interruptedCause)), leaseLostId)
+    const cause = HashSet.reduce(others, Cause.empty as Cause.Cause<never>, (all, id) =>
+      Cause.sequential(all, Cause.interrupt(id))
+    )
+    return FiberRef.set(FiberRef.interruptedCause, cause)
+  })
+
+/** The outcome of work whose lease was lost: `LeaseLost` if that stopped it, else its own. */
+const afterLoss = <A, E>(exit: Exit.Exit<A, E>, userId: UserId): Effect.Effect<A, E | LeaseLost> =>
+  Exit.isFailure(exit) &&
+  Cause.isInterrupted(exit.cause) &&
+  HashSet.every(Cause.interruptors(exit.cause), (id) => id === leaseLostId)
+    ? Effect.fail(new LeaseLost({ userId }))
+    : exit
 
 /** Builds a store for a manager's global options. */
 export type MakeStore<E, R> = (maxTotal: number, maxWaitingPerUser: number) => Effect.Effect<Store, E, R>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, HashMap, Layer, Logger, Scope, Supervisor } from "effect"
+import { Effect, Exit, Fiber, HashMap, Layer, Logger, Option, Scope, Supervisor } from "effect"
 import { createServer, type Server, type Socket } from "node:net"
 import { Redis } from "ioredis"
 import { QueueManager } from "../../src/index.js"
@@ -172,6 +172,53 @@ describe("Redis store", () => {
         expect(exit).toEqual(Exit.fail(new QueueManager.LeaseLost({ userId: 1 })))
         expect(finished).toBe(false)
       }),
+    { timeout: 10_000 }
+  )
+
+  it.live(
+    "after LeaseLost the caller goes on as before: it is not left interrupted",
+    () =>
+      Effect.gen(function* () {
+        const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1, leaseTime: "300 millis" })
+        let after = ""
+        const { exit } = yield* loseLease(a, prefix, (work) =>
+          a
+            .withSlot(1)(work)
+            .pipe(
+              Effect.catchTag("LeaseLost", () =>
+                // an interruptible wait, then a new slot: an interrupted fiber would stop here
+                Effect.zipRight(
+                  Effect.sleep("20 millis"),
+                  a.withSlot(1)(Effect.sync(() => void (after = "served again")))
+                )
+              )
+            )
+        )
+        expect(exit).toEqual(Exit.void)
+        expect(after).toBe("served again")
+      }).pipe(Effect.scoped),
+    { timeout: 10_000 }
+  )
+
+  it.live(
+    "a lost lease stops the work of withSlot, not the other fibers its caller started",
+    () =>
+      Effect.gen(function* () {
+        const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1, leaseTime: "300 millis" })
+        let other: Option.Option<Exit.Exit<void>> = Option.none()
+        const { exit } = yield* loseLease(a, prefix, (work) =>
+          Effect.gen(function* () {
+            const sibling = yield* Effect.fork(Effect.never)
+            const lost = yield* Effect.flip(a.withSlot(1)(work))
+            yield* Effect.sleep("20 millis") // time for an interruption of the sibling to land
+            other = yield* Fiber.poll(sibling)
+            yield* Fiber.interrupt(sibling)
+            return yield* Effect.fail(lost)
+          })
+        )
+        expect(exit).toEqual(Exit.fail(new QueueManager.LeaseLost({ userId: 1 })))
+        expect(Option.isNone(other)).toBe(true)
+      }).pipe(Effect.scoped),
     { timeout: 10_000 }
   )
 
