@@ -26,7 +26,7 @@ const scenarios: ReadonlyArray<Scenario> = [
 
 const row = (who: string, scenario: Scenario) => `${who}, ${scenario.label}`
 
-/** Ours without `withSlot`'s watch of the lease (a child fiber per slot, for a typed `LeaseLost`). */
+/** Ours without `withSlot`'s watch of the lease (stopping the body with a typed `LeaseLost` if it is lost). */
 const UNWATCHED = `QueueManager, Redis store, \`tryAcquire\` + \`release\`, ${scenarios[0]!.label}`
 
 /** Runs `cycles` spread over `callers` concurrent loops, caller `c` on user `c % users`. */
@@ -122,14 +122,16 @@ export const redisCycles: Benchmark = {
             "commands (the clock, the purge of expired leases and waiting requests, the turn order of waiters, the " +
             "user's count, the cap, the user's line, the lease, the `stats` counter) where its acquire runs 4, and " +
             "each command called from Lua cost 2–3 µs here; a script that only defines our helper functions " +
-            "already took 7 µs against 3 µs for `return 1`. (2) This process's CPU per cycle: about 150 µs for " +
-            "redis-semaphore's two round trips, about 170–190 µs for our one round trip with `tryAcquire` + " +
-            "`release`, and about 260–290 µs with `withSlot`, which runs its body in a child fiber so that a lost " +
-            "lease can stop the body and fail it with a typed `LeaseLost` (a bare fork and join of a fiber cost " +
-            "15–20 µs that day; `Fiber.inheritAll`, `ensuring` and `onInterrupt` add to it). (3) With 64 callers " +
+            "already took 7 µs against 3 µs for `return 1`. (2) This process's CPU per cycle was about the same for " +
+            "both with one caller (about 130 µs for redis-semaphore's two round trips, 135 µs for our one, with " +
+            "`withSlot` or with `tryAcquire` + `release`), so with one caller the gap is (1). `withSlot` runs its " +
+            "body in the caller's fiber; before it did (it ran it in a child fiber, so that a lost lease could stop " +
+            "it and fail it with a typed `LeaseLost`), it took 260–290 µs of CPU per cycle, and with 64 callers " +
+            "made about 10,000 cycles per second against about 20,000 now. (3) With 64 callers " +
             "both contenders are bound by CPU on a 2-core machine that also runs Redis. A round trip carries at " +
             "most 16 operations: with 256, Redis ran each batch while Node waited and Node built the next while " +
-            "Redis idled, and we made about 12,700 cycles per second against 15,000–18,000 with 8 to 16.",
+            "Redis idled, and we made about 12,700 cycles per second against 15,000–18,000 with 8 to 16 (both while " +
+            "`withSlot` still used a child fiber).",
           "Why the issue's premise does not show here: in a closed loop a redis-semaphore caller that releases " +
             "re-acquires at once, before any poller retries (it keeps no queue, so it is not fair), and its pollers " +
             "only cost latency, not cycles. The latency is in section 9, where ours is push-based."

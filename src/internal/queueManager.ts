@@ -72,9 +72,6 @@ const interruptOnLoss = (lease: Lease): Effect.Effect<void> =>
     return Effect.void
   })
 
-/** What a lost lease interrupts its holder with: told apart from any other interruption. */
-const leaseLostId = FiberId.unsafeMake()
-
 /**
  * Whether `fiber` has children still running. A lost lease interrupts the fiber running the
  * work, and with it the fiber's children, which must then all belong to the work. (Effect
@@ -90,8 +87,9 @@ const hasChildren = (fiber: RuntimeFiber): boolean => {
  * `lease` interrupts the work, which then fails with `LeaseLost`; interrupting the caller
  * interrupts the work. Called with interruption disabled, so the release is in place before
  * anything can interrupt the work. The work runs in the caller's fiber, interrupted by a lost
- * lease under an id of its own, whose interruption is then taken back (any other stays); a
- * caller with children running (which that would interrupt too) runs it in a child fiber.
+ * lease under an id of this call's own, whose interruption is then taken back (any other
+ * stays, such as an enclosing `withSlot`'s lost lease); a caller with children running (which
+ * that would interrupt too) runs it in a child fiber.
  */
 const guarded = <A, E, R>(
   restore: Restore,
@@ -103,49 +101,42 @@ const guarded = <A, E, R>(
 ): Effect.Effect<A, E | LeaseLost, R> =>
   Effect.withFiberRuntime((caller) => {
     const body = andThen(announce, restore(work))
-    let lost = false
+    const leaseLost: Effect.Effect<A, E | LeaseLost> = Effect.fail(new LeaseLost({ userId }))
+    let lostAs: FiberId.FiberId | undefined
+    const interruptOnLoss = (fiber: RuntimeFiber) =>
+      lease.watch!(() => {
+        lostAs = FiberId.unsafeMake()
+        fiber.unsafeInterruptAsFork(lostAs)
+      })
     if (hasChildren(caller)) {
       return Effect.flatMap(Effect.fork(Effect.ensuring(body, release)), (child) => {
-        lease.watch!(() => {
-          lost = true
-          child.unsafeInterruptAsFork(leaseLostId)
-        })
+        interruptOnLoss(child)
         return Effect.flatMap(
           Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child)),
           // as Fiber.join: what the work set in FiberRefs stays set after it
-          (exit) => Effect.zipRight(Fiber.inheritAll(child), lost ? afterLoss(exit, userId) : exit)
+          (exit) => Effect.zipRight(Fiber.inheritAll(child), lostAs && Exit.isInterrupted(exit) ? leaseLost : exit)
         )
       })
     }
-    lease.watch!(() => {
-      lost = true
-      caller.unsafeInterruptAsFork(leaseLostId)
-    })
+    interruptOnLoss(caller)
     return Effect.flatMap(Effect.exit(body), (exit) =>
       Effect.zipRight(
         release,
-        Effect.suspend(() => (lost ? Effect.zipRight(forgetLoss(caller), afterLoss(exit, userId)) : exit))
+        Effect.suspend((): Effect.Effect<A, E | LeaseLost> => {
+          if (lostAs === undefined) return exit
+          // take back this loss's interruption: if none other is left, the work stopped for the loss
+          const others = HashSet.remove(Cause.interruptors(caller.getFiberRef(FiberRef.interruptedCause)), lostAs)
+          const rest = HashSet.reduce(others, Cause.empty as Cause.Cause<never>, (all, id) =>
+            Cause.sequential(all, Cause.interrupt(id))
+          )
+          return Effect.zipRight(
+            FiberRef.set(FiberRef.interruptedCause, rest),
+            HashSet.size(others) === 0 && Exit.isInterrupted(exit) ? leaseLost : exit
+          )
+        })
       )
     )
   })
-
-/** Takes back the caller's interruption by a lost lease, keeping any other. */
-const forgetLoss = (caller: RuntimeFiber) =>
-  Effect.suspend(() => {
-    const others = HashSet.remove(Cause.interruptors(caller.getFiberRef(FiberRef.interruptedCause)), leaseLostId)
-    const cause = HashSet.reduce(others, Cause.empty as Cause.Cause<never>, (all, id) =>
-      Cause.sequential(all, Cause.interrupt(id))
-    )
-    return FiberRef.set(FiberRef.interruptedCause, cause)
-  })
-
-/** The outcome of work whose lease was lost: `LeaseLost` if that stopped it, else its own. */
-const afterLoss = <A, E>(exit: Exit.Exit<A, E>, userId: UserId): Effect.Effect<A, E | LeaseLost> =>
-  Exit.isFailure(exit) &&
-  Cause.isInterrupted(exit.cause) &&
-  HashSet.every(Cause.interruptors(exit.cause), (id) => id === leaseLostId)
-    ? Effect.fail(new LeaseLost({ userId }))
-    : exit
 
 /** Builds a store for a manager's global options. */
 export type MakeStore<E, R> = (maxTotal: number, maxWaitingPerUser: number) => Effect.Effect<Store, E, R>

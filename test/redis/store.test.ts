@@ -201,6 +201,43 @@ describe("Redis store", () => {
   )
 
   it.live(
+    "nested withSlot: each lost lease fails its own withSlot, and a lost outer lease stops the outer work",
+    () =>
+      Effect.gen(function* () {
+        const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1, leaseTime: "300 millis" })
+        // both leases lost at once: the inner withSlot is interrupted, the outer one fails
+        let wentOn = false
+        const both = yield* Effect.fork(
+          a.withSlot(2)(
+            Effect.zipRight(
+              Effect.either(a.withSlot(3)(Effect.never)),
+              Effect.zipRight(
+                Effect.sleep("100 millis"),
+                Effect.sync(() => void (wentOn = true))
+              )
+            )
+          )
+        )
+        yield* eventually("both held", a.stats, (s) => s.inFlight === 2)
+        yield* withRedis((redis) => redis.del(`{${prefix}}:leases`, `{${prefix}}:h`, `{${prefix}}:counts`))
+        expect(yield* Fiber.await(both)).toEqual(Exit.fail(new QueueManager.LeaseLost({ userId: 2 })))
+        expect(wentOn).toBe(false)
+        // only the inner lease lost: the inner withSlot fails with it, the outer work goes on
+        const inner = yield* Effect.fork(
+          a.withSlot(4)(Effect.flip(a.withSlot(5)(Effect.zipRight(Effect.sleep("50 millis"), Effect.never))))
+        )
+        yield* eventually("both held", a.stats, (s) => s.inFlight === 2)
+        const five = (yield* withRedis((redis) => redis.zrange(`{${prefix}}:leases`, 0, -1))).find((id) =>
+          id.endsWith(":n5")
+        )!
+        yield* withRedis((redis) => redis.zadd(`{${prefix}}:leases`, "XX", 1, five))
+        yield* a.tryAcquire(6) // its script purges the expired lease; the next renewal tells the holder
+        expect(yield* Fiber.join(inner)).toEqual(new QueueManager.LeaseLost({ userId: 5 }))
+      }).pipe(Effect.scoped),
+    { timeout: 10_000 }
+  )
+
+  it.live(
     "a lost lease stops the work of withSlot, not the other fibers its caller started",
     () =>
       Effect.gen(function* () {
