@@ -101,7 +101,8 @@ const guarded = <A, E, R>(
 ): Effect.Effect<A, E | LeaseLost, R> =>
   Effect.withFiberRuntime((caller) => {
     const body = andThen(announce, restore(work))
-    const leaseLost: Effect.Effect<A, E | LeaseLost> = Effect.fail(new LeaseLost({ userId }))
+    // built only when needed: an error captures a stack trace
+    const leaseLost: Effect.Effect<A, E | LeaseLost> = Effect.suspend(() => Effect.fail(new LeaseLost({ userId })))
     let lostAs: FiberId.FiberId | undefined
     const interruptOnLoss = (fiber: RuntimeFiber) =>
       lease.watch!(() => {
