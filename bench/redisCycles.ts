@@ -127,7 +127,7 @@ export const redisCycles: Benchmark = {
             "`withSlot` or with `tryAcquire` + `release`), so with one caller the gap is (1). `withSlot` runs its " +
             "body in the caller's fiber; before it did (it ran it in a child fiber, so that a lost lease could stop " +
             "it and fail it with a typed `LeaseLost`), it took 260–290 µs of CPU per cycle, and with 64 callers " +
-            "made about 10,000 cycles per second against about 20,000 now. (3) With 64 callers " +
+            "made about half the cycles per second of the present code in back-to-back runs. (3) With 64 callers " +
             "both contenders are bound by CPU on a 2-core machine that also runs Redis. A round trip carries at " +
             "most 16 operations: with 256, Redis ran each batch while Node waited and Node built the next while " +
             "Redis idled, and we made about 12,700 cycles per second against 15,000–18,000 with 8 to 16 (both while " +
