@@ -436,9 +436,9 @@ export const makeRedisStore = (
       maxTotal: () => cap,
       resize: (maxTotal, limitOf) =>
         Effect.suspend(() => {
-          const waitingUsers = new Set(Array.from(tickets.values(), (t) => t.userId))
-          const users = Array.from(waitingUsers, encode)
-          const args = Array.from(waitingUsers, (userId, i) => [users[i]!, limitOf(userId)]).flat()
+          const waiting = Array.from(new Set(Array.from(tickets.values(), (t) => t.userId)))
+          const users = waiting.map(encode)
+          const args = waiting.flatMap((userId, i) => [users[i]!, limitOf(userId)])
           return Effect.as(call("resize", "configure", [maxTotal, ...args], users), undefined)
         }).pipe(Effect.tap(() => (cap = maxTotal))),
       shutdown: Effect.sync(() => {
