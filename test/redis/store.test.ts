@@ -44,6 +44,17 @@ const warningLog = () => {
   return { warnings, layer: Logger.replace(Logger.defaultLogger, logger) }
 }
 
+/**
+ * Has user 9 wait behind a slot of its own (a limit of 1): while anyone waits, every script
+ * looks at the waiting lines, requests and turn order, which it skips while nobody waits.
+ */
+const someoneWaits = (manager: QueueManager.Service) =>
+  Effect.gen(function* () {
+    yield* manager.tryAcquire(9)
+    yield* Effect.fork(manager.withSlot(9, { onFull: "wait" })(Effect.void))
+    yield* eventually("someone waits", manager.stats, (s) => s.waiting === 1)
+  })
+
 describe("Redis store", () => {
   it.scoped("limits are shared across processes", () =>
     Effect.gen(function* () {
@@ -313,6 +324,7 @@ describe("Redis store", () => {
   it.scoped("a key holding the wrong type gets a clear error naming it and changes nothing", () =>
     Effect.gen(function* () {
       const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      yield* someoneWaits(a)
       expect(yield* a.tryAcquire(1)).toBe(true)
       const before = yield* a.stats
       const expected = { h: "hash", counts: "hash", leases: "zset", texp: "zset", ready: "zset", "line:n2": "list" }
@@ -339,9 +351,35 @@ describe("Redis store", () => {
     })
   )
 
+  it.scoped(
+    "the first request to wait reads the waiting keys before it writes: a wrong type is named, nothing changes",
+    () =>
+      Effect.gen(function* () {
+        const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+        expect(yield* a.tryAcquire(1)).toBe(true)
+        const before = yield* a.stats
+        const hashBefore = yield* withRedis((redis) => redis.hgetall(`{${prefix}}:h`))
+        // nobody waits yet, so no script has looked at these keys
+        const expected = { texp: "zset", ready: "zset", "line:n1": "list" }
+        for (const [name, type] of Object.entries(expected)) {
+          const key = `{${prefix}}:${name}`
+          yield* withRedis((redis) => redis.set(key, "oops"))
+          const error = yield* a.withSlot(1, { onFull: "wait" })(Effect.void).pipe(Effect.flip)
+          expect(error._tag).toBe("StoreUnavailable")
+          expect(error.message).toContain(`WRONGTYPE key ${key} holds a string, the queue store needs a ${type}`)
+          expect(yield* withRedis((redis) => redis.type(key))).toBe("string")
+          yield* withRedis((redis) => redis.del(key))
+          expect(yield* a.stats).toEqual(before)
+          expect(yield* withRedis((redis) => redis.hgetall(`{${prefix}}:h`))).toEqual(hashBefore)
+        }
+        yield* someoneWaits(a)
+      })
+  )
+
   it.scoped("a key of the wrong type fails only the operations that need it, not the others of its round trip", () =>
     Effect.gen(function* () {
       const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      yield* someoneWaits(a)
       yield* withRedis((redis) => redis.set(`{${prefix}}:line:n2`, "oops"))
       // asked for within one turn: one round trip carries all three
       const [first, broken, third] = yield* Effect.all(
@@ -352,10 +390,11 @@ describe("Redis store", () => {
       )
       expect([first, third]).toEqual([true, true])
       expect(broken.message).toContain(`WRONGTYPE key {${prefix}}:line:n2 holds a string`)
-      expect(yield* a.stats).toMatchObject({ inFlight: 2, activeUsers: 2, acquired: 2 })
+      expect(yield* a.stats).toMatchObject({ inFlight: 3, activeUsers: 3, acquired: 3 })
       expect(Array.from(yield* a.snapshot).sort()).toEqual([
         [1, 1],
-        [3, 1]
+        [3, 1],
+        [9, 1]
       ])
       yield* withRedis((redis) => redis.del(`{${prefix}}:line:n2`))
     })
@@ -401,16 +440,17 @@ describe("Redis store", () => {
       const { warnings, layer } = warningLog()
       // a release that failed is retried, and logged, with the logger the store was built with
       const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 }).pipe(Effect.provide(layer))
+      yield* someoneWaits(a)
       yield* a.tryAcquire(1)
       const line = `{${prefix}}:line:n1`
       yield* withRedis((redis) => redis.set(line, "oops"))
       yield* a.release(1)
       // stats go out after the release on the same connection: the failed release left the count as it was
-      expect(yield* a.stats).toMatchObject({ inFlight: 1, activeUsers: 1 })
+      expect(yield* a.stats).toMatchObject({ inFlight: 2, activeUsers: 2 })
       yield* eventually("the failure is logged", Effect.succeed(warnings), (w) => w.length > 0)
       expect(warnings[0]).toContain(`WRONGTYPE key ${line} holds a string, the queue store needs a list`)
       yield* withRedis((redis) => redis.del(line))
-      yield* eventually("the retried release went through", a.stats, (s) => s.inFlight === 0)
+      yield* eventually("the retried release went through", a.stats, (s) => s.inFlight === 1)
       expect(yield* a.tryAcquire(1)).toBe(true)
     }).pipe(Effect.scoped)
   )
@@ -428,6 +468,7 @@ describe("Redis store", () => {
         Effect.provide(layer),
         Scope.extend(scope)
       )
+      yield* someoneWaits(a)
       yield* a.tryAcquire(1)
       yield* withRedis((redis) => redis.set(`{${prefix}}:line:n1`, "oops"))
       yield* a.release(1)

@@ -14,6 +14,8 @@ export const sleepLive = (millis: number) => Effect.withClock(Effect.sleep(Durat
 export interface Connection {
   readonly redis: Redis
   readonly run: (script: keyof typeof scripts, args: ReadonlyArray<string | number>) => Promise<unknown>
+  /** Fails `answer` (a call on `redis`) if it does not come within the timeout; `run` does so itself. */
+  readonly within: <A>(answer: Promise<A>) => Promise<A>
 }
 
 const describe = (error: unknown) => (error instanceof Error ? error.message : String(error))
@@ -21,6 +23,46 @@ const describe = (error: unknown) => (error instanceof Error ? error.message : S
 /** Turns a failed or garbled Redis call into `StoreUnavailable` naming the operation. */
 export const unavailable = (operation: string) => (error: unknown) =>
   new StoreUnavailable({ operation, reason: describe(error) })
+
+/**
+ * Fails each call not answered within `timeoutMillis`, with one timer for all the calls in
+ * flight (they end in the order they were sent) rather than one per call.
+ */
+const makeDeadlines = (timeoutMillis: number) => {
+  const pending = new Set<{ readonly at: number; readonly fail: (error: Error) => void }>()
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const arm = (millis: number) => {
+    timer = setTimeout(expire, millis)
+    timer.unref() // a call in flight keeps the process up through its socket; after the last, nothing should
+  }
+  const expire = () => {
+    timer = undefined
+    const now = Date.now()
+    for (const call of pending) {
+      if (call.at > now) return arm(call.at - now)
+      pending.delete(call)
+      call.fail(new Error(`Redis did not answer within ${timeoutMillis} ms`))
+    }
+  }
+  return {
+    within: <A>(answer: Promise<A>): Promise<A> =>
+      new Promise<A>((resolve, reject) => {
+        const call = { at: Date.now() + timeoutMillis, fail: reject }
+        pending.add(call)
+        if (timer === undefined) arm(timeoutMillis)
+        answer.then(
+          (value) => {
+            pending.delete(call)
+            resolve(value)
+          },
+          (error: unknown) => {
+            pending.delete(call)
+            reject(error)
+          }
+        )
+      })
+  }
+}
 
 /**
  * Opens a connection (a URL or ioredis options) and checks that the server is Redis 6.2 or
@@ -38,11 +80,11 @@ export const connect = (
         lazyConnect: true,
         enableOfflineQueue: false,
         maxRetriesPerRequest: 0,
-        commandTimeout: timeoutMillis,
         connectTimeout: timeoutMillis,
         retryStrategy: (times) => Math.min(50 * 2 ** times, 1000)
       }
       const redis = typeof target === "string" ? new Redis(target, settings) : new Redis({ ...target, ...settings })
+      const deadlines = makeDeadlines(timeoutMillis)
       let lastError = "no answer"
       redis.on("error", (error: unknown) => (lastError = describe(error)))
       const fail = (reason: string) => {
@@ -68,7 +110,13 @@ export const connect = (
             string,
             (...args: ReadonlyArray<string | number>) => Promise<unknown>
           >
-          resume(Effect.succeed({ redis, run: (script, args) => commands[`qm_${script}`]!(...args) }))
+          resume(
+            Effect.succeed({
+              redis,
+              run: (script, args) => deadlines.within(commands[`qm_${script}`]!(...args)),
+              within: deadlines.within
+            })
+          )
         })
         .catch((error: unknown) => {
           clearTimeout(timer)

@@ -79,7 +79,10 @@ export const makeRedisStore = (
     /** A lease or ticket id: unique, and ending with its user, so that Redis can tell whose it is. */
     const nextId = (user: string) => `${processId}:${(sequence++).toString(36)}:${user}`
     /** The (encoded) user a lease or ticket id ends with. */
-    const userOfId = (id: string | number) => String(id).split(":").slice(2).join(":")
+    const userOfId = (id: string | number) => {
+      const text = String(id)
+      return text.slice(text.indexOf(":", text.indexOf(":") + 1) + 1)
+    }
 
     /** Turns Redis's bare WRONGTYPE error into one naming the key (looking at `users`' lines too). */
     const nameWrongType = (users: ReadonlyArray<string | number>) => async (error: unknown) => {
@@ -88,14 +91,21 @@ export const makeRedisStore = (
       throw found === "" ? error : new Error(String(found))
     }
 
+    /** maxTotal as this process last set it: Redis's is written back from it if Redis lost it. */
+    let cap = maxTotal
+
     // acquisitions and releases asked for within one turn of the event loop go out as one call
     const batcher = makeBatcher((args) => {
-      const users: Array<string | number> = []
-      for (let i = 0; i < args.length; i += args[i] === "a" ? 10 : 2) {
-        users.push(args[i] === "a" ? args[i + 1]! : userOfId(args[i + 1]!))
+      /** The user of each operation (`a, user, limit, flags, id` or `r, id`), to name a key of the wrong type. */
+      const users = () => {
+        const out: Array<string | number> = []
+        for (let i = 0; i < args.length; i += args[i] === "a" ? 5 : 2) {
+          out.push(args[i] === "a" ? args[i + 1]! : userOfId(args[i + 1]!))
+        }
+        return out
       }
       const failed = (answer: unknown) => Array.isArray(answer) && answer[0] === "!"
-      return db.run("batch", [prefix, ...args]).then(
+      return db.run("batch", [prefix, leaseMillis, channel, cap, maxWaitingPerUser, ...args]).then(
         // answers are settled in the order they come, before a later call's: no extra turn unless one failed
         (answers) =>
           !Array.isArray(answers) || !answers.some(failed)
@@ -104,11 +114,11 @@ export const makeRedisStore = (
               Promise.all(
                 answers.map((answer, i) =>
                   failed(answer)
-                    ? nameWrongType([users[i]!])(new Error(String(answer[1]))).catch((error: unknown) => error)
+                    ? nameWrongType([users()[i]!])(new Error(String(answer[1]))).catch((error: unknown) => error)
                     : answer
                 )
               ),
-        nameWrongType(users)
+        (error: unknown) => nameWrongType(users())(error)
       )
     }, OPS_BATCH)
     yield* Effect.addFinalizer(() => Effect.sync(batcher.flush))
@@ -298,9 +308,11 @@ export const makeRedisStore = (
     subscriber.redis.on("ready", () => {
       for (const ticket of tickets.values()) Effect.runFork(Effect.ignore(check(ticket)))
     })
-    yield* Effect.tryPromise({ try: () => subscriber.redis.subscribe(channel), catch: unavailable("subscribe") })
+    yield* Effect.tryPromise({
+      try: () => subscriber.within(subscriber.redis.subscribe(channel)),
+      catch: unavailable("subscribe")
+    })
     yield* call("configure", "configure", [maxTotal])
-    let cap = maxTotal
 
     // runs retries with this layer's logger and services; closing the layer stops them
     const runInBackground = yield* FiberSet.makeRuntime<never>()
@@ -353,18 +365,7 @@ export const makeRedisStore = (
           const user = encode(userId)
           const id = nextId(user)
           const sentAt = Date.now()
-          const args = [
-            "a",
-            user,
-            limit,
-            bypass ? 1 : 0,
-            wait ? 1 : 0,
-            maxWaitingPerUser,
-            leaseMillis,
-            id,
-            channel,
-            cap
-          ]
+          const args = ["a", user, limit, (bypass ? 1 : 0) + (wait ? 2 : 0), id]
           const answered = batched<ReadonlyArray<number | string>>("acquire", args).pipe(
             // the script may still run once Redis answers (a pause, a late reply): undo whatever it did
             Effect.tapError((error) =>

@@ -16,7 +16,9 @@
  *
  * A key of the wrong type: every script reads the fixed keys first, and each step reads a
  * user's keys before it writes them, so a wrongly typed key fails the operation that needs it
- * before that operation changes anything; `inspect` then names the key.
+ * before that operation changes anything; `inspect` then names the key. While no user has
+ * waiters (`wusers` is 0), the lines, `P:texp` and `P:ready` are not looked at: they are empty,
+ * and a cycle then runs 4 commands fewer. The first request to wait reads them before it writes.
  */
 
 const keys = `
@@ -29,13 +31,25 @@ const prelude = `${keys}
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
--- the fixed keys are read before anything is written (LEASES and TEXP by the purge, which every script starts with)
-local CAP = redis.call('HGET', H, 'cap') -- false if Redis lost it
-if CAP then CAP = tonumber(CAP) end
+-- the fixed keys are read before anything is written (LEASES, and TEXP while someone waits, by the purge,
+-- which every script starts with; TEXP and READY by the first request to wait otherwise)
+local fixed = redis.call('HMGET', H, 'cap', 'wusers')
+local CAP = fixed[1] and tonumber(fixed[1]) -- false if Redis lost it
+-- false while no user has waiters: then no line, waiting request or turn order exists to look at
+local anyWaiting = tonumber(fixed[2] or '0') > 0
 -- false while READY is known to be empty: dispatch has nothing to look at
-local mayBeReady = #redis.call('ZRANGE', READY, 0, 0) > 0
+local mayBeReady = anyWaiting and #redis.call('ZRANGE', READY, 0, 0) > 0
+local waitKeysRead = anyWaiting
 
-local function count(u) return tonumber(redis.call('HGET', COUNTS, u) or '0') end
+-- how many of u's requests wait
+local function queuedOf(u) return anyWaiting and redis.call('LLEN', line(u)) or 0 end
+
+-- slots held per user, as read or written by this call (a user's count is read once)
+local counts = {}
+local function count(u)
+  if not counts[u] then counts[u] = tonumber(redis.call('HGET', COUNTS, u) or '0') end
+  return counts[u]
+end
 local function total() return redis.call('ZCARD', LEASES) end
 local function split(info)
   local bypass, channel, ms, u = string.match(info, '^(%d)\\t([^\\t]*)\\t(%d+)\\t(.*)$')
@@ -53,6 +67,7 @@ end
 
 local function grant(u, id, leaseMs)
   local active = redis.call('HINCRBY', COUNTS, u, 1)
+  counts[u] = active
   redis.call('ZADD', LEASES, NOW + leaseMs, id)
   granted = granted + 1
   return active
@@ -62,13 +77,15 @@ end
 -- requests wait, or nothing if it was not held
 local function drop(id)
   local u = userOf(id)
-  local held, queued = count(u), redis.call('LLEN', line(u))
+  local held, queued = count(u), queuedOf(u)
   if redis.call('ZREM', LEASES, id) == 0 then return nil, 0, 0 end
   if held <= 1 then
     redis.call('HDEL', COUNTS, u)
-    return u, 0, queued
+    counts[u] = 0
+  else
+    counts[u] = redis.call('HINCRBY', COUNTS, u, -1)
   end
-  return u, redis.call('HINCRBY', COUNTS, u, -1), queued
+  return u, counts[u], queued
 end
 
 local function headFits(u)
@@ -143,6 +160,7 @@ local function purge()
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 100)) do
     settle(drop(id))
   end
+  if not anyWaiting then return end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', TEXP, '-inf', NOW, 'LIMIT', 0, 100)) do
     if not removeTicket(id) then redis.call('ZREM', TEXP, id) end
   end
@@ -168,10 +186,10 @@ end))
 
 /**
  * Acquisitions and releases, in the order given, in one round trip (a process sends what its
- * callers asked for meanwhile together). ARGV: prefix, then per operation either
- * `a, user, limit, bypass (0/1), wait (0/1), maxWaitingPerUser, leaseMillis, id, channel, maxTotal`
- * (maxTotal: this process's cap, written back if Redis lost it, e.g. after a restart without
- * persistence) or `r, lease id`. Returns per operation: for an acquisition {1, active} acquired,
+ * callers asked for meanwhile together). ARGV: prefix, then the sending process's
+ * `leaseMillis, channel, maxTotal, maxWaitingPerUser` (maxTotal: its cap, written back if Redis
+ * lost it, e.g. after a restart without persistence), then per operation either
+ * `a, user, limit, flags (1: bypass + 2: wait), id` or `r, lease id`. Returns per operation: for an acquisition {1, active} acquired,
  * {0, reason, active, limit} refused or {2, waiting} queued; for a release the user's count
  * left, or -1 if the lease was not held (anymore); for an operation that failed (a key of the
  * wrong type) {'!', error}: it fails alone, the others go on.
@@ -185,9 +203,12 @@ local function capOr(fallback)
   return CAP
 end
 
-local function acquire(u, limit, bypass, wait, maxWaiting, leaseMs, id, channel, fallbackCap)
+local leaseMs, channel, fallbackCap, maxWaiting = tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
+
+local function acquire(u, limit, flags, id)
+  local bypass, wait = flags % 2 == 1, flags >= 2
   local max = capOr(fallbackCap)
-  local active, queued = count(u), redis.call('LLEN', line(u))
+  local active, queued = count(u), queuedOf(u)
   local fitsUser = bypass or limit == 0 or active < limit
   local fitsTotal = max == 0 or total() < max
   if fitsUser and fitsTotal and (not wait or queued == 0) then return { 1, grant(u, id, leaseMs) } end
@@ -203,10 +224,17 @@ local function acquire(u, limit, bypass, wait, maxWaiting, leaseMs, id, channel,
     redis.call('HINCRBY', H, 'refused:waiting', 1)
     return { 0, 'waiting', queued, maxWaiting }
   end
+  if not waitKeysRead then -- the first to wait: the keys it writes are read before it writes them
+    queued = redis.call('LLEN', line(u))
+    redis.call('ZCARD', TEXP)
+    redis.call('ZCARD', READY)
+    waitKeysRead = true
+  end
   redis.call('RPUSH', line(u), id)
   redis.call('HSET', H, 't:' .. id, (bypass and '1' or '0') .. '\t' .. channel .. '\t' .. leaseMs .. '\t' .. u)
   redis.call('ZADD', TEXP, NOW + leaseMs, id)
   if redis.call('HSET', H, 'w:' .. u, limit) == 1 then redis.call('HINCRBY', H, 'wusers', 1) end
+  anyWaiting = true
   refreshReady(u)
   return { 2, queued + 1 }
 end
@@ -224,12 +252,11 @@ local function outcome(ok, result)
   return { '!', type(result) == 'table' and result.err or tostring(result) }
 end
 
-local results, i = {}, 2
+local results, i = {}, 6
 while i <= #ARGV do
   if ARGV[i] == 'a' then
-    results[#results + 1] = outcome(pcall(acquire, ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3] == '1',
-      ARGV[i + 4] == '1', tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]))
-    i = i + 10
+    results[#results + 1] = outcome(pcall(acquire, ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4]))
+    i = i + 5
   else
     results[#results + 1] = outcome(pcall(release, ARGV[i + 1]))
     i = i + 2
