@@ -6,6 +6,7 @@ import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
 import { eventually } from "../eventually.js"
 import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
+import { freePort, startRedis } from "./server.js"
 
 /** Two managers on one prefix, as two processes would be (separate connections, separate process ids). */
 const twoProcesses = (options: Omit<RedisStore.Options, "redis" | "prefix">) =>
@@ -25,14 +26,28 @@ const keysOf = (prefix: string) =>
     return keys.sort()
   })
 
-const withRedis = <A>(f: (redis: Redis) => Promise<A>) =>
+/** Runs `f` on a connection of its own to the shared Redis, or to the test's own Redis on `port`. */
+const withRedis = <A>(f: (redis: Redis) => Promise<A>, port?: number) =>
   Effect.promise(async () => {
-    const redis = new Redis(redisUrl)
+    const redis = port === undefined ? new Redis(redisUrl) : new Redis({ port, host: "127.0.0.1" })
     try {
       return await f(redis)
     } finally {
       await redis.quit()
     }
+  })
+
+/**
+ * Makes the leases `ids` (or every lease, without `ids`) expired in Redis, as if their process
+ * had stopped renewing them. The store's scripts also keep a bound of the earliest expiry,
+ * before which they do not look for expired leases: it goes too.
+ */
+const expireLeases = (prefix: string, ids?: ReadonlyArray<string>) =>
+  withRedis(async (redis) => {
+    for (const id of ids ?? (await redis.zrange(`{${prefix}}:leases`, 0, -1))) {
+      await redis.zadd(`{${prefix}}:leases`, "XX", 1, id)
+    }
+    await redis.hdel(`{${prefix}}:h`, "expiry")
   })
 
 /** A logger keeping the messages of warnings, and the layer that installs it. */
@@ -179,7 +194,7 @@ describe("Redis store", () => {
         )
       )
       while ((yield* a.stats).inFlight === 0) yield* Effect.yieldNow()
-      yield* withRedis((redis) => redis.del(`{${prefix}}:leases`, `{${prefix}}:h`, `{${prefix}}:counts`))
+      yield* withRedis((redis) => redis.del(`{${prefix}}:leases`, `{${prefix}}:h`))
       return { exit: yield* Fiber.await(fiber), finished }
     })
 
@@ -239,7 +254,7 @@ describe("Redis store", () => {
           )
         )
         yield* eventually("both held", a.stats, (s) => s.inFlight === 2)
-        yield* withRedis((redis) => redis.del(`{${prefix}}:leases`, `{${prefix}}:h`, `{${prefix}}:counts`))
+        yield* withRedis((redis) => redis.del(`{${prefix}}:leases`, `{${prefix}}:h`))
         expect(yield* Fiber.await(both)).toEqual(Exit.fail(new QueueManager.LeaseLost({ userId: 2 })))
         expect(wentOn).toBe(false)
         // only the inner lease lost: the inner withSlot fails with it, the outer work goes on
@@ -250,7 +265,7 @@ describe("Redis store", () => {
         const five = (yield* withRedis((redis) => redis.zrange(`{${prefix}}:leases`, 0, -1))).find((id) =>
           id.endsWith(":n5")
         )!
-        yield* withRedis((redis) => redis.zadd(`{${prefix}}:leases`, "XX", 1, five))
+        yield* expireLeases(prefix, [five])
         yield* a.tryAcquire(6) // its script purges the expired lease; the next renewal tells the holder
         expect(yield* Fiber.join(inner)).toEqual(new QueueManager.LeaseLost({ userId: 5 }))
       }).pipe(Effect.scoped),
@@ -327,7 +342,7 @@ describe("Redis store", () => {
       yield* someoneWaits(a)
       expect(yield* a.tryAcquire(1)).toBe(true)
       const before = yield* a.stats
-      const expected = { h: "hash", counts: "hash", leases: "zset", texp: "zset", ready: "zset", "line:n2": "list" }
+      const expected = { h: "hash", leases: "zset", texp: "zset", ready: "zset", "line:n2": "list" }
       for (const [name, type] of Object.entries(expected)) {
         const key = `{${prefix}}:${name}`
         const aside = `{${prefix}}:aside`
@@ -415,10 +430,9 @@ describe("Redis store", () => {
         yield* withRedis(async (redis) => {
           await redis.del(line)
           await redis.set(line, "oops")
-          // a's leases run out: the next script's purge frees both slots and admits the waiters in turn
-          const ids = await redis.zrange(`{${prefix}}:leases`, 0, -1)
-          for (const id of ids) await redis.zadd(`{${prefix}}:leases`, "XX", 1, id)
         })
+        // a's leases run out: the next script's purge frees both slots and admits the waiters in turn
+        yield* expireLeases(prefix)
         // user 2 is admitted, then user 4's line fails the script
         const error = yield* Effect.flip(b.stats)
         expect(error.message).toContain(`WRONGTYPE key ${line} holds a string`)
@@ -476,6 +490,33 @@ describe("Redis store", () => {
       yield* eventually("the release is retried", Effect.succeed(warnings), (w) => w.length > 0)
       yield* Scope.close(scope, Exit.void)
       yield* eventually("no fiber of the store is left", fibers.value, (alive) => alive.length === 0)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("where the server refuses to load a function library, the store runs the same code as scripts", () =>
+    Effect.gen(function* () {
+      // a server of this test's own, whose user may run everything but FUNCTION (as some managed Redis do)
+      const port = yield* freePort
+      yield* startRedis(port)
+      yield* withRedis(
+        (redis) => redis.call("ACL", "SETUSER", "scripts", "on", ">secret", "~*", "&*", "+@all", "-function"),
+        port
+      )
+      const options = { maxUserQueue: 1, redis: `redis://scripts:secret@127.0.0.1:${port}`, prefix: uniquePrefix() }
+      const a = yield* RedisStore.make(options)
+      const b = yield* RedisStore.make(options)
+      expect(yield* a.tryAcquire(1)).toBe(true)
+      expect(yield* b.tryAcquire(1)).toBe(false)
+      const waiter = yield* Effect.fork(b.withSlot(1, { onFull: "wait" })(Effect.succeed("served")))
+      yield* eventually("b waits", a.stats, (s) => s.waiting === 1)
+      yield* a.release(1)
+      expect(yield* Fiber.join(waiter)).toBe("served")
+      // b asks after its own release: it sees it
+      expect(yield* b.stats).toMatchObject({ inFlight: 0, waiting: 0, acquired: 2, refused: { user: 1 } })
+      const calls = yield* withRedis((redis) => redis.info("commandstats"), port)
+      expect(calls).toMatch(/cmdstat_evalsha:calls=[1-9]/)
+      expect(calls).not.toMatch(/cmdstat_fcall:/)
+      expect(yield* withRedis((redis) => redis.call("FUNCTION", "LIST"), port)).toEqual([])
     }).pipe(Effect.scoped)
   )
 

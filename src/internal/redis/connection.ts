@@ -2,7 +2,7 @@ import { Clock, Context, DefaultServices, Duration, Effect } from "effect"
 import type { Scope } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
 import { StoreUnavailable } from "../errors.js"
-import * as scripts from "./scripts.js"
+import { evalScripts, functionName, library, type Script } from "./scripts.js"
 
 /** Effect's live clock: leases live in Redis's real time, whatever clock the caller runs under (e.g. a TestClock). */
 export const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
@@ -10,10 +10,10 @@ export const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
 /** Sleeps in real time. */
 export const sleepLive = (millis: number) => Effect.withClock(Effect.sleep(Duration.millis(millis)), liveClock)
 
-/** A connection with the store's scripts defined on it (each one round trip: EVALSHA, loaded on first use). */
+/** A connection that runs the store's scripts, each in one round trip. */
 export interface Connection {
   readonly redis: Redis
-  readonly run: (script: keyof typeof scripts, args: ReadonlyArray<string | number>) => Promise<unknown>
+  readonly run: (script: Script, args: ReadonlyArray<string | number>) => Promise<unknown>
   /** Fails `answer` (a call on `redis`) if it does not come within the timeout; `run` does so itself. */
   readonly within: <A>(answer: Promise<A>) => Promise<A>
 }
@@ -64,10 +64,43 @@ const makeDeadlines = (timeoutMillis: number) => {
   }
 }
 
+type Run = Connection["run"]
+
+/** Runs the scripts with `EVALSHA`, each loaded on its first use (and again if Redis lost it). */
+const byScripts = (redis: Redis): Run => {
+  for (const [script, lua] of Object.entries(evalScripts)) redis.defineCommand(`qm_${script}`, { numberOfKeys: 0, lua })
+  const commands = redis as unknown as Record<string, (...args: ReadonlyArray<string | number>) => Promise<unknown>>
+  return (script, args) => commands[`qm_${script}`]!(...args)
+}
+
+/**
+ * Runs the scripts as functions of the library, loaded now (resolves once it is) and again
+ * whenever Redis has lost it (a restart without persistence, `FUNCTION FLUSH`).
+ */
+const byFunctions = async (redis: Redis): Promise<Run> => {
+  let loading: Promise<unknown> | undefined
+  const load = () =>
+    (loading ??= redis.call("FUNCTION", "LOAD", "REPLACE", library).finally(() => (loading = undefined)))
+  await load()
+  const fcall: Run = (script, args) => redis.call("FCALL", functionName(script), 0, ...args)
+  return (script, args) =>
+    fcall(script, args).catch((error: unknown) =>
+      describe(error).includes("Function not found") ? load().then(() => fcall(script, args)) : Promise.reject(error)
+    )
+}
+
+/** A server's version as a number: 6.2 is 602. */
+const versionOf = (info: string) => {
+  const version = /redis_version:(\d+)\.(\d+)/.exec(info)
+  return version === null ? undefined : Number(version[1]) * 100 + Number(version[2])
+}
+
 /**
  * Opens a connection (a URL or ioredis options) and checks that the server is Redis 6.2 or
  * later, within `timeoutMillis`; commands then fail after `timeoutMillis` instead of hanging,
- * and at once while disconnected (ioredis reconnects in the background).
+ * and at once while disconnected (ioredis reconnects in the background). On Redis 7 and later
+ * the scripts run as a function library, unless the server refuses to load it (e.g. an ACL
+ * without `FUNCTION`): then, as on 6.2, as scripts.
  */
 export const connect = (
   target: string | RedisOptions,
@@ -88,6 +121,7 @@ export const connect = (
       let lastError = "no answer"
       redis.on("error", (error: unknown) => (lastError = describe(error)))
       const fail = (reason: string) => {
+        clearTimeout(timer)
         redis.disconnect()
         resume(Effect.fail(new StoreUnavailable({ operation, reason })))
       }
@@ -98,30 +132,32 @@ export const connect = (
       redis
         .connect()
         .then(() => redis.info("server"))
-        .then((info) => {
-          clearTimeout(timer)
-          const version = /redis_version:(\d+)\.(\d+)/.exec(info)
-          if (version === null) return fail(`the server does not look like Redis (INFO server has no redis_version)`)
-          if (Number(version[1]) * 100 + Number(version[2]) < 602) {
-            return fail(`Redis ${version[1]}.${version[2]} is too old: the queue store needs 6.2 or later`)
+        .then(async (info) => {
+          const version = versionOf(info)
+          if (version === undefined) {
+            return fail(`the server does not look like Redis (INFO server has no redis_version)`)
           }
-          for (const [name, lua] of Object.entries(scripts)) redis.defineCommand(`qm_${name}`, { numberOfKeys: 0, lua })
-          const commands = redis as unknown as Record<
-            string,
-            (...args: ReadonlyArray<string | number>) => Promise<unknown>
-          >
+          if (version < 602) {
+            return fail(
+              `Redis ${Math.floor(version / 100)}.${version % 100} is too old: the queue store needs 6.2 or later`
+            )
+          }
+          const run =
+            version >= 700
+              ? await byFunctions(redis).catch((error: unknown) =>
+                  error instanceof Error && error.name === "ReplyError" ? byScripts(redis) : Promise.reject(error)
+                )
+              : byScripts(redis)
+          clearTimeout(timer)
           resume(
             Effect.succeed({
               redis,
-              run: (script, args) => deadlines.within(commands[`qm_${script}`]!(...args)),
+              run: (script, args) => deadlines.within(run(script, args)),
               within: deadlines.within
             })
           )
         })
-        .catch((error: unknown) => {
-          clearTimeout(timer)
-          fail(`${describe(error)}; is it a Redis server?`)
-        })
+        .catch((error: unknown) => fail(`${describe(error)}; is it a Redis server?`))
       return Effect.sync(() => {
         clearTimeout(timer)
         redis.disconnect()

@@ -1,56 +1,110 @@
 /**
- * The Lua scripts of the Redis store. Each runs atomically on the server, so every
+ * The Lua code of the Redis store. Each script runs atomically on the server, so every
  * decision (the per-user check, the global cap, the hand-off to a waiter) is one step,
  * and each caller operation is one round trip. Time is Redis's own (`TIME`).
  *
  * Keys, all under the prefix `P` (a hash tag, so one cluster slot holds them all):
- * - `P:h`       hash   `cap` (maxTotal), `seq` (turn counter), `acquired`, `refused:<reason>`,
- *                      `wusers` (users with waiters); `t:<ticket>` "bypass\tchannel\tleaseMillis\tuser";
- *                      `w:<user>` its limit, while it has waiters
- * - `P:counts`  hash   user -> slots held (an entry exists only while above zero)
+ * - `P:h`       hash   `cap` (maxTotal), `turn` (turn counter), `acquired`, `refused:<reason>`,
+ *                      `wusers` (users with waiters); `<user>` its slots held, while above zero;
+ *                      `t:<ticket>` "bypass\tchannel\tleaseMillis\tuser"; `w:<user>` its limit, while it has waiters
  * - `P:leases`  zset   lease id -> expiry (ms); `P:texp` zset ticket id -> expiry
  * - `P:line:U`  list   ticket ids of user U waiting, first-in first-out
  * - `P:ready`   zset   users whose first waiter waits only for maxTotal, in turn order
- * Users are encoded `n<number>` or `s<string>`, so 1 and "1" stay distinct. Lease and ticket
- * ids are `process:sequence:user` (a ticket admitted keeps its id as its lease's).
+ * Users are encoded `n<number>` or `s<string>` (no other field of `P:h` starts with n or s),
+ * so 1 and "1" stay distinct. Lease and ticket ids are `process:sequence:user` (a ticket
+ * admitted keeps its id as its lease's).
  *
  * A key of the wrong type: every script reads the fixed keys first, and each step reads a
  * user's keys before it writes them, so a wrongly typed key fails the operation that needs it
  * before that operation changes anything; `inspect` then names the key. While no user has
  * waiters (`wusers` is 0), the lines, `P:texp` and `P:ready` are not looked at: they are empty,
  * and a cycle then runs 4 commands fewer. The first request to wait reads them before it writes.
+ *
+ * The code is one library: on Redis 7 it is loaded once as a function library, so its helpers
+ * are made once rather than on every call (which cost about a third of a call's time); on
+ * Redis 6.2 each script is the whole library plus the line that runs it.
  */
+import { createHash } from "node:crypto"
 
-const keys = `
-local P = ARGV[1]
-local H, COUNTS, LEASES, TEXP, READY = P .. ':h', P .. ':counts', P .. ':leases', P .. ':texp', P .. ':ready'
+const code = `
+-- the state of the call running now, set by begin
+local P, H, LEASES, TEXP, READY, NOW, CAP, anyWaiting, mayBeReady, waitKeysRead
+local counts, dirty, granted, acquired, expiry, expiryChanged
+-- the settings of the process that sent the batch running now
+local leaseMs, channel, fallbackCap, maxWaiting
+
 local function line(u) return P .. ':line:' .. u end
-`
 
-const prelude = `${keys}
-local clock = redis.call('TIME')
-local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function setKeys(ARGV)
+  if ARGV[1] == P then return end -- a library keeps them from the call before
+  P = ARGV[1]
+  H, LEASES, TEXP, READY = P .. ':h', P .. ':leases', P .. ':texp', P .. ':ready'
+end
 
--- the fixed keys are read before anything is written (LEASES, and TEXP while someone waits, by the purge,
--- which every script starts with; TEXP and READY by the first request to wait otherwise)
-local fixed = redis.call('HMGET', H, 'cap', 'wusers')
-local CAP = fixed[1] and tonumber(fixed[1]) -- false if Redis lost it
--- false while no user has waiters: then no line, waiting request or turn order exists to look at
-local anyWaiting = tonumber(fixed[2] or '0') > 0
--- false while READY is known to be empty: dispatch has nothing to look at
-local mayBeReady = anyWaiting and #redis.call('ZRANGE', READY, 0, 0) > 0
-local waitKeysRead = anyWaiting
+local function begin(ARGV)
+  setKeys(ARGV)
+  local clock = redis.call('TIME')
+  NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  -- the fixed keys are read before anything is written (LEASES, and TEXP while someone waits, by the purge,
+  -- which every script starts with; TEXP and READY by the first request to wait otherwise)
+  local fixed = redis.call('HMGET', H, 'cap', 'wusers', 'acquired', 'expiry')
+  CAP = fixed[1] and tonumber(fixed[1]) -- false if Redis lost it
+  -- false while no user has waiters: then no line, waiting request or turn order exists to look at
+  anyWaiting = tonumber(fixed[2] or '0') > 0
+  acquired = tonumber(fixed[3] or '0')
+  -- no lease expires before it (false: unknown); the purge looks at the leases only once it has passed
+  expiry, expiryChanged = fixed[4] and tonumber(fixed[4]), false
+  -- false while READY is known to be empty: dispatch has nothing to look at
+  mayBeReady = anyWaiting and #redis.call('ZRANGE', READY, 0, 0) > 0
+  waitKeysRead = anyWaiting
+  -- slots held per user as read or set by this call; those set (dirty) and the slots granted
+  -- are written back at once, at the end of the call
+  counts, dirty, granted = {}, {}, 0
+end
 
 -- how many of u's requests wait
 local function queuedOf(u) return anyWaiting and redis.call('LLEN', line(u)) or 0 end
 
--- slots held per user, as read or written by this call (a user's count is read once)
-local counts = {}
 local function count(u)
-  if not counts[u] then counts[u] = tonumber(redis.call('HGET', COUNTS, u) or '0') end
+  if counts[u] == nil then counts[u] = tonumber(redis.call('HGET', H, u) or '0') end
   return counts[u]
 end
+
+local function setCount(u, n)
+  counts[u] = n
+  dirty[u] = true
+end
+
+local function writeBack()
+  local set, gone = {}, {}
+  for u in pairs(dirty) do
+    if counts[u] > 0 then
+      set[#set + 1] = u
+      set[#set + 1] = counts[u]
+    else
+      gone[#gone + 1] = u
+    end
+  end
+  if granted > 0 then
+    acquired = acquired + granted
+    set[#set + 1] = 'acquired'
+    set[#set + 1] = acquired
+  end
+  if expiryChanged then
+    if expiry then
+      set[#set + 1] = 'expiry'
+      set[#set + 1] = expiry
+    else
+      gone[#gone + 1] = 'expiry'
+    end
+  end
+  if #set > 0 then redis.call('HSET', H, unpack(set)) end
+  if #gone > 0 then redis.call('HDEL', H, unpack(gone)) end
+  dirty, granted, expiryChanged = {}, 0, false
+end
+
 local function total() return redis.call('ZCARD', LEASES) end
+
 local function split(info)
   local bypass, channel, ms, u = string.match(info, '^(%d)\\t([^\\t]*)\\t(%d+)\\t(.*)$')
   return bypass == '1', u, channel, tonumber(ms)
@@ -58,17 +112,11 @@ end
 
 local function userOf(id) return string.match(id, '^[^:]*:[^:]*:(.*)$') end
 
--- slots granted by this call and not yet added to the 'acquired' counter
-local granted = 0
-local function countGrants()
-  if granted > 0 then redis.call('HINCRBY', H, 'acquired', granted) end
-  granted = 0
-end
-
-local function grant(u, id, leaseMs)
-  local active = redis.call('HINCRBY', COUNTS, u, 1)
-  counts[u] = active
-  redis.call('ZADD', LEASES, NOW + leaseMs, id)
+local function grant(u, id, ms)
+  redis.call('ZADD', LEASES, NOW + ms, id)
+  if not expiry or NOW + ms < expiry then expiry, expiryChanged = NOW + ms, true end
+  local active = count(u) + 1
+  setCount(u, active)
   granted = granted + 1
   return active
 end
@@ -79,13 +127,9 @@ local function drop(id)
   local u = userOf(id)
   local held, queued = count(u), queuedOf(u)
   if redis.call('ZREM', LEASES, id) == 0 then return nil, 0, 0 end
-  if held <= 1 then
-    redis.call('HDEL', COUNTS, u)
-    counts[u] = 0
-  else
-    counts[u] = redis.call('HINCRBY', COUNTS, u, -1)
-  end
-  return u, counts[u], queued
+  local left = math.max(held - 1, 0)
+  setCount(u, left)
+  return u, left, queued
 end
 
 local function headFits(u)
@@ -104,7 +148,7 @@ local function refreshReady(u)
       redis.call('ZREM', READY, u)
     end
   elseif headFits(u) then
-    redis.call('ZADD', READY, 'NX', redis.call('HINCRBY', H, 'seq', 1), u)
+    redis.call('ZADD', READY, 'NX', redis.call('HINCRBY', H, 'turn', 1), u)
     mayBeReady = true
   else
     redis.call('ZREM', READY, u)
@@ -143,10 +187,10 @@ local function dispatch()
     -- a line or ticket deleted from outside admits no one (a ticket left over expires)
     local info = id and redis.call('HGET', H, 't:' .. id)
     if info then
-      local _, _, channel, leaseMs = split(info)
+      local _, _, to, ms = split(info)
       redis.call('HDEL', H, 't:' .. id)
       redis.call('ZREM', TEXP, id)
-      redis.call('PUBLISH', channel, id .. ' ' .. grant(u, id, leaseMs))
+      redis.call('PUBLISH', to, id .. ' ' .. grant(u, id, ms))
     end
     refreshReady(u)
     first = redis.call('ZRANGE', READY, 0, 0)
@@ -157,8 +201,12 @@ end
 
 -- expired leases and tickets go first, and whoever they were blocking is admitted
 local function purge()
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 100)) do
-    settle(drop(id))
+  if not expiry or expiry <= NOW then
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, 100)) do
+      settle(drop(id))
+    end
+    local first = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')
+    expiry, expiryChanged = first[2] and tonumber(first[2]), true
   end
   if not anyWaiting then return end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', TEXP, '-inf', NOW, 'LIMIT', 0, 100)) do
@@ -166,35 +214,7 @@ local function purge()
   end
   dispatch()
 end
-`
 
-/**
- * A script: the prelude, the purge, then `body`, whose result is returned once the grants are
- * counted (also when it fails midway: what it did stays done, as Redis does not roll a script back).
- */
-const script = (body: string) => `${prelude}
-local function finish(ok, result)
-  countGrants()
-  if not ok then error(result) end
-  return result
-end
-return finish(pcall(function()
-purge()
-${body}
-end))
-`
-
-/**
- * Acquisitions and releases, in the order given, in one round trip (a process sends what its
- * callers asked for meanwhile together). ARGV: prefix, then the sending process's
- * `leaseMillis, channel, maxTotal, maxWaitingPerUser` (maxTotal: its cap, written back if Redis
- * lost it, e.g. after a restart without persistence), then per operation either
- * `a, user, limit, flags (1: bypass + 2: wait), id` or `r, lease id`. Returns per operation: for an acquisition {1, active} acquired,
- * {0, reason, active, limit} refused or {2, waiting} queued; for a release the user's count
- * left, or -1 if the lease was not held (anymore); for an operation that failed (a key of the
- * wrong type) {'!', error}: it fails alone, the others go on.
- */
-export const batch = script(`
 local function capOr(fallback)
   if not CAP then
     redis.call('HSET', H, 'cap', fallback)
@@ -202,8 +222,6 @@ local function capOr(fallback)
   end
   return CAP
 end
-
-local leaseMs, channel, fallbackCap, maxWaiting = tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 local function acquire(u, limit, flags, id)
   local bypass, wait = flags % 2 == 1, flags >= 2
@@ -231,7 +249,7 @@ local function acquire(u, limit, flags, id)
     waitKeysRead = true
   end
   redis.call('RPUSH', line(u), id)
-  redis.call('HSET', H, 't:' .. id, (bypass and '1' or '0') .. '\t' .. channel .. '\t' .. leaseMs .. '\t' .. u)
+  redis.call('HSET', H, 't:' .. id, (bypass and '1' or '0') .. '\\t' .. channel .. '\\t' .. leaseMs .. '\\t' .. u)
   redis.call('ZADD', TEXP, NOW + leaseMs, id)
   if redis.call('HSET', H, 'w:' .. u, limit) == 1 then redis.call('HINCRBY', H, 'wusers', 1) end
   anyWaiting = true
@@ -252,97 +270,161 @@ local function outcome(ok, result)
   return { '!', type(result) == 'table' and result.err or tostring(result) }
 end
 
-local results, i = {}, 6
-while i <= #ARGV do
-  if ARGV[i] == 'a' then
-    results[#results + 1] = outcome(pcall(acquire, ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4]))
-    i = i + 5
-  else
-    results[#results + 1] = outcome(pcall(release, ARGV[i + 1]))
-    i = i + 2
-  end
-end
-return results
-`)
+local scripts = {}
 
-/** ARGV: prefix, leaseMillis, ids... Returns per id 1 (lease renewed), 2 (ticket renewed) or 0 (gone). */
-export const renew = script(`
-local ms, result = tonumber(ARGV[2]), {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  if redis.call('ZSCORE', LEASES, id) then
-    redis.call('ZADD', LEASES, 'XX', NOW + ms, id)
-    result[#result + 1] = 1
-  elseif redis.call('ZSCORE', TEXP, id) then
-    redis.call('ZADD', TEXP, 'XX', NOW + ms, id)
-    result[#result + 1] = 2
-  else
-    result[#result + 1] = 0
+-- Acquisitions and releases, in the order given (see batch below)
+function scripts.batch(ARGV)
+  leaseMs, channel, fallbackCap, maxWaiting = tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
+  local results, i = {}, 6
+  while i <= #ARGV do
+    if ARGV[i] == 'a' then
+      results[#results + 1] = outcome(pcall(acquire, ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4]))
+      i = i + 5
+    else
+      results[#results + 1] = outcome(pcall(release, ARGV[i + 1]))
+      i = i + 2
+    end
   end
+  return results
 end
-return result
-`)
 
-/** ARGV: prefix, ticket id. Returns 1 (removed from its line), 2 (it had been admitted: slot given back), 0 (gone). */
-export const leave = script(`
-if removeTicket(ARGV[2]) then
+function scripts.renew(ARGV)
+  local ms, result = tonumber(ARGV[2]), {}
+  for i = 3, #ARGV do
+    local id = ARGV[i]
+    if redis.call('ZSCORE', LEASES, id) then
+      redis.call('ZADD', LEASES, 'XX', NOW + ms, id)
+      result[#result + 1] = 1
+    elseif redis.call('ZSCORE', TEXP, id) then
+      redis.call('ZADD', TEXP, 'XX', NOW + ms, id)
+      result[#result + 1] = 2
+    else
+      result[#result + 1] = 0
+    end
+  end
+  return result
+end
+
+function scripts.leave(ARGV)
+  if removeTicket(ARGV[2]) then
+    dispatch()
+    return 1
+  end
+  local u, left, queued = drop(ARGV[2])
+  if not u then return 0 end
+  settle(u, left, queued)
+  dispatch()
+  return 2
+end
+
+function scripts.status(ARGV)
+  if redis.call('ZSCORE', LEASES, ARGV[2]) then return { 1, count(userOf(ARGV[2])) } end
+  if redis.call('HEXISTS', H, 't:' .. ARGV[2]) == 1 then return { 2 } end
+  return { 0 }
+end
+
+function scripts.read(ARGV)
+  if ARGV[2] ~= '' then return count(ARGV[2]) end
+  writeBack() -- what this call's purge did, before the counters are read
+  local all, held = redis.call('HGETALL', H), {}
+  for i = 1, #all, 2 do
+    local first = string.sub(all[i], 1, 1)
+    if first == 'n' or first == 's' then
+      held[#held + 1] = all[i]
+      held[#held + 1] = all[i + 1]
+    end
+  end
+  return { held, total(), redis.call('ZCARD', TEXP), redis.call('HGET', H, 'wusers'),
+    redis.call('HMGET', H, 'acquired', 'refused:user', 'refused:global', 'refused:waiting') }
+end
+
+function scripts.configure(ARGV)
+  for i = 3, #ARGV, 2 do redis.call('LLEN', line(ARGV[i])) end -- read before anything is written
+  redis.call('HSET', H, 'cap', ARGV[2])
+  CAP = tonumber(ARGV[2])
+  for i = 3, #ARGV, 2 do
+    if redis.call('HEXISTS', H, 'w:' .. ARGV[i]) == 1 then redis.call('HSET', H, 'w:' .. ARGV[i], ARGV[i + 1]) end
+  end
+  for i = 3, #ARGV, 2 do refreshReady(ARGV[i]) end
   dispatch()
   return 1
 end
-local u, left, queued = drop(ARGV[2])
-if not u then return 0 end
-settle(u, left, queued)
-dispatch()
-return 2
-`)
 
-/** ARGV: prefix, ticket id. Returns {1, active} admitted (its lease is held), {2} still waiting, {0} gone. */
-export const status = script(`
-if redis.call('ZSCORE', LEASES, ARGV[2]) then return { 1, count(userOf(ARGV[2])) } end
-if redis.call('HEXISTS', H, 't:' .. ARGV[2]) == 1 then return { 2 } end
-return { 0 }
-`)
-
-/**
- * ARGV: prefix, user or ''. Returns the count of one user, or
- * {counts (flat user, n...), inFlight, waiting, waitingUsers, {acquired, refused:user, refused:global, refused:waiting}}.
- */
-export const read = script(`
-if ARGV[2] ~= '' then return count(ARGV[2]) end
-countGrants() -- those of this call's dispatch, before the counters are read
-return { redis.call('HGETALL', COUNTS), total(), redis.call('ZCARD', TEXP), redis.call('HGET', H, 'wusers'),
-  redis.call('HMGET', H, 'acquired', 'refused:user', 'refused:global', 'refused:waiting') }
-`)
-
-/** ARGV: prefix, maxTotal, then pairs user, limit for waiting users. Sets the cap, the limits, and admits who now fits. */
-export const configure = script(`
-for i = 3, #ARGV, 2 do redis.call('LLEN', line(ARGV[i])) end -- read before anything is written
-redis.call('HSET', H, 'cap', ARGV[2])
-CAP = tonumber(ARGV[2])
-for i = 3, #ARGV, 2 do
-  if redis.call('HEXISTS', H, 'w:' .. ARGV[i]) == 1 then redis.call('HSET', H, 'w:' .. ARGV[i], ARGV[i + 1]) end
+-- runs a script: the purge, then the script, whose result is returned once the counts are
+-- written back (also when it fails midway: what it did stays done, as Redis does not roll back)
+local function finish(ok, result)
+  writeBack()
+  if not ok then error(result) end
+  return result
 end
-for i = 3, #ARGV, 2 do refreshReady(ARGV[i]) end
-dispatch()
-return 1
-`)
-
-/**
- * ARGV: prefix, then users whose lines to look at. Names the first key holding the wrong
- * type (run after a script failed with WRONGTYPE), or returns '' if none does.
- */
-export const inspect = `${keys}
-local expected = { { H, 'hash' }, { COUNTS, 'hash' }, { LEASES, 'zset' }, { TEXP, 'zset' }, { READY, 'zset' } }
-for i = 2, #ARGV do expected[#expected + 1] = { line(ARGV[i]), 'list' } end
--- the lines a dispatch looks at: those of the users in the turn order
-if redis.call('TYPE', READY).ok == 'zset' then
-  for _, u in ipairs(redis.call('ZRANGE', READY, 0, -1)) do expected[#expected + 1] = { line(u), 'list' } end
+local function purgeThen(name, ARGV)
+  purge()
+  return scripts[name](ARGV)
 end
-for _, pair in ipairs(expected) do
-  local got = redis.call('TYPE', pair[1]).ok
-  if got ~= 'none' and got ~= pair[2] then
-    return 'WRONGTYPE key ' .. pair[1] .. ' holds a ' .. got .. ', the queue store needs a ' .. pair[2]
+local function run(name, ARGV)
+  begin(ARGV)
+  return finish(pcall(purgeThen, name, ARGV))
+end
+
+-- names the first key holding the wrong type, or returns ''
+local function inspect(ARGV)
+  setKeys(ARGV)
+  local expected = { { H, 'hash' }, { LEASES, 'zset' }, { TEXP, 'zset' }, { READY, 'zset' } }
+  for i = 2, #ARGV do expected[#expected + 1] = { line(ARGV[i]), 'list' } end
+  -- the lines a dispatch looks at: those of the users in the turn order
+  if redis.call('TYPE', READY).ok == 'zset' then
+    for _, u in ipairs(redis.call('ZRANGE', READY, 0, -1)) do expected[#expected + 1] = { line(u), 'list' } end
   end
+  for _, pair in ipairs(expected) do
+    local got = redis.call('TYPE', pair[1]).ok
+    if got ~= 'none' and got ~= pair[2] then
+      return 'WRONGTYPE key ' .. pair[1] .. ' holds a ' .. got .. ', the queue store needs a ' .. pair[2]
+    end
+  end
+  return ''
 end
-return ''
+`
+
+/**
+ * The scripts (ARGV[1] is always the prefix):
+ * - `batch`: acquisitions and releases, in the order given, in one round trip (a process sends
+ *   what its callers asked for meanwhile together). ARGV: prefix, then the sending process's
+ *   `leaseMillis, channel, maxTotal, maxWaitingPerUser` (maxTotal: its cap, written back if
+ *   Redis lost it, e.g. after a restart without persistence), then per operation either
+ *   `a, user, limit, flags (1: bypass + 2: wait), id` or `r, lease id`. Returns per operation:
+ *   for an acquisition {1, active} acquired, {0, reason, active, limit} refused or {2, waiting}
+ *   queued; for a release the user's count left, or -1 if the lease was not held (anymore);
+ *   for an operation that failed (a key of the wrong type) {'!', error}: it fails alone.
+ * - `renew`: ARGV prefix, leaseMillis, ids... Returns per id 1 (lease renewed), 2 (ticket renewed) or 0 (gone).
+ * - `leave`: ARGV prefix, ticket id. Returns 1 (removed from its line), 2 (it had been admitted:
+ *   slot given back), 0 (gone).
+ * - `status`: ARGV prefix, ticket id. Returns {1, active} admitted (its lease is held), {2} still waiting, {0} gone.
+ * - `read`: ARGV prefix, user or ''. Returns the count of one user, or {counts (flat user, n...),
+ *   inFlight, waiting, waitingUsers, {acquired, refused:user, refused:global, refused:waiting}}.
+ * - `configure`: ARGV prefix, maxTotal, then pairs user, limit for waiting users. Sets the cap,
+ *   the limits, and admits who now fits.
+ * - `inspect`: ARGV prefix, then users whose lines to look at. Names the first key holding the
+ *   wrong type (run after a script failed with WRONGTYPE), or returns '' if none does.
+ */
+export type Script = "batch" | "renew" | "leave" | "status" | "read" | "configure" | "inspect"
+
+const names: ReadonlyArray<Script> = ["batch", "renew", "leave", "status", "read", "configure", "inspect"]
+
+const call = (script: Script) => (script === "inspect" ? "inspect(ARGV)" : `run('${script}', ARGV)`)
+
+/** Each script on its own, for `EVALSHA` (Redis 6.2). */
+export const evalScripts = Object.fromEntries(
+  names.map((script) => [script, `${code}\nreturn ${call(script)}\n`])
+) as Record<Script, string>
+
+/** The library's name: it changes with its code, so that processes of different versions never replace each other's. */
+const libraryName = `effect_queue_manager_${createHash("sha1").update(code).digest("hex").slice(0, 12)}`
+
+/** The function that runs `script` in the library. */
+export const functionName = (script: Script) => `${libraryName}_${script}`
+
+/** All scripts as one function library, for `FUNCTION LOAD` (Redis 7 and later). */
+export const library = `#!lua name=${libraryName}
+${code}
+${names.map((script) => `redis.register_function('${functionName(script)}', function(_, ARGV) return ${call(script)} end)`).join("\n")}
 `
