@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber } from "effect"
+import { Effect, Exit, Fiber, Scope } from "effect"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
 import { hold } from "../support.js"
@@ -87,6 +87,27 @@ describe("Redis down or paused", () => {
         yield* Effect.sleep("300 millis")
         expect(yield* q.activeCount(1)).toBe(1)
         expect(yield* Effect.replicateEffect(q.tryAcquire(1), 3)).toEqual([true, true, false])
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
+    "closing the layer while Redis is paused does not wait for Redis",
+    () =>
+      Effect.gen(function* () {
+        const port = yield* freePort
+        const server = yield* startRedis(port)
+        const scope = yield* Scope.make()
+        const q = yield* RedisStore.make({
+          maxUserQueue: 3,
+          redis: `redis://127.0.0.1:${port}`,
+          timeout: "300 millis"
+        }).pipe(Scope.extend(scope))
+        expect(yield* q.tryAcquire(1)).toBe(true)
+        server.kill("SIGSTOP")
+        // would hang until the test times out if closing waited for Redis's answer
+        yield* Scope.close(scope, Exit.void)
+        server.kill("SIGCONT")
       }).pipe(Effect.scoped),
     30_000
   )

@@ -4,6 +4,7 @@ import { createServer, type Server, type Socket } from "node:net"
 import { Redis } from "ioredis"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
+import { functionName } from "../../src/internal/redis/scripts.js"
 import { eventually } from "../eventually.js"
 import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
 import { freePort, startRedis } from "./server.js"
@@ -49,6 +50,26 @@ const expireLeases = (prefix: string, ids?: ReadonlyArray<string>) =>
     }
     await redis.hdel(`{${prefix}}:h`, "expiry")
   })
+
+/** What the waiting requests under `prefix` leave in Redis: the hash, users 1's and 2's lines, the requests' expiry and the turn order. */
+const waitingState = (prefix: string) =>
+  withRedis(async (redis) => [
+    await redis.hgetall(`{${prefix}}:h`),
+    await redis.lrange(`{${prefix}}:line:n1`, 0, -1),
+    await redis.lrange(`{${prefix}}:line:n2`, 0, -1),
+    await redis.zrange(`{${prefix}}:texp`, 0, -1),
+    await redis.zrange(`{${prefix}}:ready`, 0, -1)
+  ])
+
+/** Puts a string in place of the leases under `prefix`; the effect it returns puts them back. */
+const breakLeases = (prefix: string) =>
+  Effect.as(
+    withRedis(async (redis) => {
+      await redis.rename(`{${prefix}}:leases`, `{${prefix}}:aside`)
+      await redis.set(`{${prefix}}:leases`, "oops")
+    }),
+    withRedis((redis) => redis.rename(`{${prefix}}:aside`, `{${prefix}}:leases`))
+  )
 
 /** A logger keeping the messages of warnings, and the layer that installs it. */
 const warningLog = () => {
@@ -389,6 +410,67 @@ describe("Redis store", () => {
         }
         yield* someoneWaits(a)
       })
+  )
+
+  it.scoped("a resize that would admit a waiter reads the leases before it writes: a wrong type changes nothing", () =>
+    Effect.gen(function* () {
+      const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      expect(yield* a.tryAcquire(1)).toBe(true)
+      const waiter = yield* Effect.fork(a.withSlot(1, { onFull: "wait" })(Effect.succeed("served")))
+      yield* eventually("the request waits", a.stats, (s) => s.waiting === 1)
+      const before = yield* waitingState(prefix)
+      const restore = yield* breakLeases(prefix)
+      const error = yield* Effect.flip(a.resize({ maxUserQueue: 2 }))
+      expect(error.message).toContain(`WRONGTYPE key {${prefix}}:leases holds a string, the queue store needs a zset`)
+      expect(yield* waitingState(prefix)).toEqual(before)
+      yield* restore
+      yield* a.resize({ maxUserQueue: 2 })
+      expect(yield* Fiber.join(waiter)).toBe("served")
+    })
+  )
+
+  it.scoped("an interrupted waiter's leave reads the leases before it writes: a wrong type changes nothing", () =>
+    Effect.gen(function* () {
+      const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      expect(yield* a.tryAcquire(1)).toBe(true)
+      const first = yield* Effect.fork(a.withSlot(1, { onFull: "wait" })(Effect.void))
+      // behind it, one that needs no room under the user's limit: once the first leaves, it is admitted
+      yield* Effect.fork(a.withSlot(1, { onFull: "wait", bypassUserLimit: true })(Effect.never))
+      yield* eventually("both wait", a.stats, (s) => s.waiting === 2)
+      const before = yield* waitingState(prefix)
+      const restore = yield* breakLeases(prefix)
+      yield* Fiber.interrupt(first) // its leave fails (and is not retried: the request expires)
+      expect(yield* waitingState(prefix)).toEqual(before)
+      yield* restore
+    })
+  )
+
+  it.scoped("keys another version of the library wrote under the prefix fail the layer with a clear error", () =>
+    Effect.gen(function* () {
+      for (const [key, write] of [
+        ["h", (redis: Redis, key: string) => redis.hset(key, "seq", 4)],
+        ["h", (redis: Redis, key: string) => redis.hset(key, "layout", "999")],
+        ["counts", (redis: Redis, key: string) => redis.hset(key, "n1", 2)]
+      ] as const) {
+        const prefix = uniquePrefix()
+        yield* withRedis((redis) => write(redis, `{${prefix}}:${key}`))
+        const error = yield* Effect.flip(RedisStore.make({ maxUserQueue: 1, redis: redisUrl, prefix }))
+        expect(error.message).toContain(`{${prefix}}:${key} was written by another version of effect-queue-manager`)
+        yield* deleteKeys(prefix)
+      }
+    })
+  )
+
+  it.live("a renewal that leaves a lease expiring earlier than any before it is still purged on time", () =>
+    Effect.gen(function* () {
+      const { a, b, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      expect(yield* a.tryAcquire(1)).toBe(true)
+      const [id] = yield* withRedis((redis) => redis.zrange(`{${prefix}}:leases`, 0, -1))
+      // as after Redis's clock went back: the lease is renewed to end sooner than it did
+      yield* withRedis((redis) => redis.call("FCALL", functionName("renew"), 0, `{${prefix}}`, 1, id!))
+      yield* Effect.sleep("20 millis")
+      expect(yield* b.stats).toMatchObject({ inFlight: 0, activeUsers: 0 })
+    }).pipe(Effect.scoped)
   )
 
   it.scoped("a key of the wrong type fails only the operations that need it, not the others of its round trip", () =>

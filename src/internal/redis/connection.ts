@@ -37,7 +37,7 @@ const makeDeadlines = (timeoutMillis: number) => {
   }
   const expire = () => {
     timer = undefined
-    const now = Date.now()
+    const now = performance.now()
     for (const call of pending) {
       if (call.at > now) return arm(call.at - now)
       pending.delete(call)
@@ -47,7 +47,7 @@ const makeDeadlines = (timeoutMillis: number) => {
   return {
     within: <A>(answer: Promise<A>): Promise<A> =>
       new Promise<A>((resolve, reject) => {
-        const call = { at: Date.now() + timeoutMillis, fail: reject }
+        const call = { at: performance.now() + timeoutMillis, fail: reject }
         pending.add(call)
         if (timer === undefined) arm(timeoutMillis)
         answer.then(
@@ -75,18 +75,28 @@ const byScripts = (redis: Redis): Run => {
 
 /**
  * Runs the scripts as functions of the library, loaded now (resolves once it is) and again
- * whenever Redis has lost it (a restart without persistence, `FUNCTION FLUSH`).
+ * whenever Redis has lost it (a restart without persistence, `FUNCTION FLUSH`). A call Redis
+ * refused for want of it is sent again once it is back, unless its caller has given up by
+ * then (`timeoutMillis`); calls made meanwhile wait for the library, so that they go out after
+ * the earlier ones sent again, in the order they were made.
  */
-const byFunctions = async (redis: Redis): Promise<Run> => {
+const byFunctions = async (redis: Redis, timeoutMillis: number): Promise<Run> => {
   let loading: Promise<unknown> | undefined
   const load = () =>
     (loading ??= redis.call("FUNCTION", "LOAD", "REPLACE", library).finally(() => (loading = undefined)))
   await load()
   const fcall: Run = (script, args) => redis.call("FCALL", functionName(script), 0, ...args)
-  return (script, args) =>
-    fcall(script, args).catch((error: unknown) =>
-      describe(error).includes("Function not found") ? load().then(() => fcall(script, args)) : Promise.reject(error)
-    )
+  const run: Run = (script, args) => {
+    const madeAt = performance.now()
+    return fcall(script, args).catch((error: unknown) => {
+      if (!describe(error).includes("Function not found")) throw error
+      return load().then(() => {
+        if (performance.now() - madeAt >= timeoutMillis) throw error
+        return fcall(script, args)
+      })
+    })
+  }
+  return (script, args) => (loading === undefined ? run(script, args) : loading.then(() => run(script, args)))
 }
 
 /** A server's version as a number: 6.2 is 602. */
@@ -144,7 +154,7 @@ export const connect = (
           }
           const run =
             version >= 700
-              ? await byFunctions(redis).catch((error: unknown) =>
+              ? await byFunctions(redis, timeoutMillis).catch((error: unknown) =>
                   error instanceof Error && error.name === "ReplyError" ? byScripts(redis) : Promise.reject(error)
                 )
               : byScripts(redis)
@@ -163,9 +173,10 @@ export const connect = (
         redis.disconnect()
       })
     }),
-    ({ redis }) =>
+    // a Redis that does not answer (paused, cut off) is not waited for
+    ({ redis, within }) =>
       Effect.promise(() =>
-        redis.quit().then(
+        within(redis.quit()).then(
           () => undefined,
           () => redis.disconnect()
         )

@@ -5,7 +5,8 @@
  *
  * Keys, all under the prefix `P` (a hash tag, so one cluster slot holds them all):
  * - `P:h`       hash   `cap` (maxTotal), `turn` (turn counter), `acquired`, `refused:<reason>`,
- *                      `wusers` (users with waiters); `<user>` its slots held, while above zero;
+ *                      `wusers` (users with waiters), `expiry` (no lease expires before it),
+ *                      `layout` (the version of this layout); `<user>` its slots held, while above zero;
  *                      `t:<ticket>` "bypass\tchannel\tleaseMillis\tuser"; `w:<user>` its limit, while it has waiters
  * - `P:leases`  zset   lease id -> expiry (ms); `P:texp` zset ticket id -> expiry
  * - `P:line:U`  list   ticket ids of user U waiting, first-in first-out
@@ -14,9 +15,10 @@
  * so 1 and "1" stay distinct. Lease and ticket ids are `process:sequence:user` (a ticket
  * admitted keeps its id as its lease's).
  *
- * A key of the wrong type: every script reads the fixed keys first, and each step reads a
- * user's keys before it writes them, so a wrongly typed key fails the operation that needs it
- * before that operation changes anything; `inspect` then names the key. While no user has
+ * A key of the wrong type: every call reads `P:h` first, `P:leases` before its first write (in
+ * the purge, or in the step that writes, or first thing in `leave` and `configure`), and each
+ * step reads a user's keys before it writes them, so a wrongly typed key fails the operation
+ * that needs it before that operation changes anything; `inspect` then names the key. While no user has
  * waiters (`wusers` is 0), the lines, `P:texp` and `P:ready` are not looked at: they are empty,
  * and a cycle then runs 4 commands fewer. The first request to wait reads them before it writes.
  *
@@ -33,6 +35,9 @@ local counts, dirty, granted, acquired, expiry, expiryChanged
 -- the settings of the process that sent the batch running now
 local leaseMs, channel, fallbackCap, maxWaiting
 
+-- the version of the key layout, kept in P:h by configure
+local LAYOUT = '2'
+
 local function line(u) return P .. ':line:' .. u end
 
 local function setKeys(ARGV)
@@ -41,13 +46,21 @@ local function setKeys(ARGV)
   H, LEASES, TEXP, READY = P .. ':h', P .. ':leases', P .. ':texp', P .. ':ready'
 end
 
+local function foreignKeys(key)
+  error({ err = 'ERR ' .. key .. ' was written by another version of effect-queue-manager, whose keys this one '
+    .. 'would misread: give each version a prefix of its own, or delete the keys under ' .. P
+    .. ' once that version has stopped' })
+end
+
 local function begin(ARGV)
   setKeys(ARGV)
   local clock = redis.call('TIME')
   NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   -- the fixed keys are read before anything is written (LEASES, and TEXP while someone waits, by the purge,
   -- which every script starts with; TEXP and READY by the first request to wait otherwise)
-  local fixed = redis.call('HMGET', H, 'cap', 'wusers', 'acquired', 'expiry')
+  local fixed = redis.call('HMGET', H, 'cap', 'wusers', 'acquired', 'expiry', 'layout', 'seq')
+  -- another version's keys would be misread ('seq': the turn counter of the first layout)
+  if (fixed[5] and fixed[5] ~= LAYOUT) or fixed[6] then foreignKeys(H) end
   CAP = fixed[1] and tonumber(fixed[1]) -- false if Redis lost it
   -- false while no user has waiters: then no line, waiting request or turn order exists to look at
   anyWaiting = tonumber(fixed[2] or '0') > 0
@@ -112,9 +125,14 @@ end
 
 local function userOf(id) return string.match(id, '^[^:]*:[^:]*:(.*)$') end
 
+-- a lease now expires at 'at': the bound of the earliest expiry must not be above it
+local function expiresAt(at)
+  if not expiry or at < expiry then expiry, expiryChanged = at, true end
+end
+
 local function grant(u, id, ms)
   redis.call('ZADD', LEASES, NOW + ms, id)
-  if not expiry or NOW + ms < expiry then expiry, expiryChanged = NOW + ms, true end
+  expiresAt(NOW + ms)
   local active = count(u) + 1
   setCount(u, active)
   granted = granted + 1
@@ -294,6 +312,7 @@ function scripts.renew(ARGV)
     local id = ARGV[i]
     if redis.call('ZSCORE', LEASES, id) then
       redis.call('ZADD', LEASES, 'XX', NOW + ms, id)
+      expiresAt(NOW + ms) -- a later expiry, unless Redis's clock went back or the lease time is shorter
       result[#result + 1] = 1
     elseif redis.call('ZSCORE', TEXP, id) then
       redis.call('ZADD', TEXP, 'XX', NOW + ms, id)
@@ -306,6 +325,7 @@ function scripts.renew(ARGV)
 end
 
 function scripts.leave(ARGV)
+  total() -- read before anything is written: removing a ticket may let dispatch grant a lease
   if removeTicket(ARGV[2]) then
     dispatch()
     return 1
@@ -339,8 +359,11 @@ function scripts.read(ARGV)
 end
 
 function scripts.configure(ARGV)
-  for i = 3, #ARGV, 2 do redis.call('LLEN', line(ARGV[i])) end -- read before anything is written
-  redis.call('HSET', H, 'cap', ARGV[2])
+  -- read before anything is written
+  total()
+  for i = 3, #ARGV, 2 do redis.call('LLEN', line(ARGV[i])) end
+  if redis.call('EXISTS', P .. ':counts') == 1 then foreignKeys(P .. ':counts') end
+  redis.call('HSET', H, 'cap', ARGV[2], 'layout', LAYOUT)
   CAP = tonumber(ARGV[2])
   for i = 3, #ARGV, 2 do
     if redis.call('HEXISTS', H, 'w:' .. ARGV[i]) == 1 then redis.call('HSET', H, 'w:' .. ARGV[i], ARGV[i + 1]) end
