@@ -115,23 +115,24 @@ export const redisCycles: Benchmark = {
         ],
         targets: [target(scenarios[0]!, 1, "≥ 1.00× (no slower)"), target(scenarios[1]!, 0.5, "≥ 2.00×")],
         notes: [
-          "Where we lose, and why (measured on this machine on the day of this run with `INFO commandstats` and " +
+          "Where the time goes (measured on this machine on the day of this run with `INFO commandstats` and " +
             "`process.cpuUsage`; the figures move with its load). (1) Redis time: with one caller a release goes " +
-            "out with the next acquisition, one script call per cycle, which took about 70 µs of Redis time against " +
-            "about 24 µs for redis-semaphore's acquire script plus 3 µs for its `ZREM`. Ours runs about 14 Redis " +
-            "commands (the clock, the purge of expired leases and waiting requests, the turn order of waiters, the " +
-            "user's count, the cap, the user's line, the lease, the `stats` counter) where its acquire runs 4, and " +
-            "each command called from Lua cost 2–3 µs here; a script that only defines our helper functions " +
-            "already took 7 µs against 3 µs for `return 1`. (2) This process's CPU per cycle was about the same for " +
-            "both with one caller (about 130 µs for redis-semaphore's two round trips, 135 µs for our one, with " +
-            "`withSlot` or with `tryAcquire` + `release`), so with one caller the gap is (1). `withSlot` runs its " +
-            "body in the caller's fiber; before it did (it ran it in a child fiber, so that a lost lease could stop " +
-            "it and fail it with a typed `LeaseLost`), it took 260–290 µs of CPU per cycle, and with 64 callers " +
-            "made about half the cycles per second of the present code in back-to-back runs. (3) With 64 callers " +
+            "out with the next acquisition, one call per cycle, which took about 50 µs of Redis time against " +
+            "about 24 µs for redis-semaphore's acquire script plus 3 µs for its `ZREM`. Ours runs 6 Redis commands " +
+            "while nobody waits (the clock, the fixed fields of the hash, the user's count, the released lease, the " +
+            "new lease, one write of the counts), plus the purge of expired leases once the earliest could have " +
+            "expired, where its acquire runs 4. Each command called from Lua cost 1.5–5 µs here (a write about " +
+            "twice a read), and plain Lua work was not free either: each string made about 0.6 µs, each closure " +
+            "0.2 µs. On Redis 7 the code is a function library, whose helpers are made once: as scripts (Redis " +
+            "6.2) the same call took about 70 µs, and before this version's changes (14 commands, as scripts) " +
+            "60–70 µs. (2) This process's CPU per cycle was about the same for both with one caller (about 130 µs " +
+            "for redis-semaphore's two round trips and for our one with the Effect runtime), so with one caller " +
+            "the two are at par: our round trip fewer pays for our longer call. One timer watches every call in " +
+            "flight instead of ioredis's timer per command, which cost about 5 µs per call. (3) With 64 callers " +
             "both contenders are bound by CPU on a 2-core machine that also runs Redis. A round trip carries at " +
             "most 16 operations: with 256, Redis ran each batch while Node waited and Node built the next while " +
             "Redis idled, and we made about 12,700 cycles per second against 15,000–18,000 with 8 to 16 (both while " +
-            "`withSlot` still used a child fiber).",
+            "`withSlot` still ran its body in a child fiber, which halved the cycles per second with 64 callers).",
           "Why the issue's premise does not show here: in a closed loop a redis-semaphore caller that releases " +
             "re-acquires at once, before any poller retries (it keeps no queue, so it is not fair), and its pollers " +
             "only cost latency, not cycles. The latency is in section 9, where ours is push-based."
