@@ -453,10 +453,10 @@ describe("Redis store", () => {
         ["counts", (redis: Redis, key: string) => redis.hset(key, "n1", 2)]
       ] as const) {
         const prefix = uniquePrefix()
+        yield* Effect.addFinalizer(() => deleteKeys(prefix))
         yield* withRedis((redis) => write(redis, `{${prefix}}:${key}`))
         const error = yield* Effect.flip(RedisStore.make({ maxUserQueue: 1, redis: redisUrl, prefix }))
         expect(error.message).toContain(`{${prefix}}:${key} was written by another version of effect-queue-manager`)
-        yield* deleteKeys(prefix)
       }
     })
   )
