@@ -2,7 +2,7 @@ import { Clock, Context, DefaultServices, Duration, Effect } from "effect"
 import type { Scope } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
 import { StoreUnavailable } from "../errors.js"
-import { evalScripts, functionName, library, type Script } from "./scripts.js"
+import { evalScripts, functionNames, library, type Script } from "./scripts.js"
 
 /** Effect's live clock: leases live in Redis's real time, whatever clock the caller runs under (e.g. a TestClock). */
 export const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
@@ -85,7 +85,7 @@ const byFunctions = async (redis: Redis, timeoutMillis: number): Promise<Run> =>
   const load = () =>
     (loading ??= redis.call("FUNCTION", "LOAD", "REPLACE", library).finally(() => (loading = undefined)))
   await load()
-  const fcall: Run = (script, args) => redis.call("FCALL", functionName(script), 0, ...args)
+  const fcall: Run = (script, args) => redis.call("FCALL", functionNames[script], 0, ...args)
   const run: Run = (script, args) => {
     const madeAt = performance.now()
     return fcall(script, args).catch((error: unknown) => {
