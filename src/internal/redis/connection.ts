@@ -1,6 +1,6 @@
 import { Clock, Context, DefaultServices, Duration, Effect } from "effect"
 import type { Scope } from "effect"
-import { Redis, type RedisOptions } from "ioredis"
+import { Command, Redis, type RedisOptions } from "ioredis"
 import { StoreUnavailable } from "../errors.js"
 import { evalScripts, functionNames, library, type Script } from "./scripts.js"
 
@@ -85,7 +85,15 @@ const byFunctions = async (redis: Redis, timeoutMillis: number): Promise<Run> =>
   const load = () =>
     (loading ??= redis.call("FUNCTION", "LOAD", "REPLACE", library).finally(() => (loading = undefined)))
   await load()
-  const fcall: Run = (script, args) => redis.call("FCALL", functionNames[script], 0, ...args)
+  // the arguments go in already flat and as strings: \`redis.call\` would flatten them with
+  // \`Array.prototype.flat\`, which took about 6 µs for a batch's 90 arguments
+  const fcall: Run = (script, args) => {
+    const command = new Command("FCALL", [], { replyEncoding: "utf8" })
+    const flat = [functionNames[script], "0"]
+    for (const arg of args) flat.push(String(arg))
+    command.args = flat
+    return redis.sendCommand(command) as Promise<unknown>
+  }
   const run: Run = (script, args) => {
     const madeAt = performance.now()
     return fcall(script, args).catch((error: unknown) => {
