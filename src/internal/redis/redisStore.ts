@@ -370,7 +370,7 @@ export const makeRedisStore = (
           const id = nextId(user)
           const sentAt = Date.now()
           const args = ["a", user, limit, (bypass ? 1 : 0) + (wait ? 2 : 0), id]
-          const answered = batched<ReadonlyArray<number | string>>("acquire", args).pipe(
+          const answered = batched<number | ReadonlyArray<number | string>>("acquire", args).pipe(
             // the script may still run once Redis answers (a pause, a late reply): undo whatever it did
             Effect.tapError((error) =>
               Effect.zipRight(
@@ -380,7 +380,7 @@ export const makeRedisStore = (
             )
           )
           return Effect.map(answered, (answer): Outcome => {
-            if (answer[0] === 1) return { _tag: "Acquired", grant: hold(id, userId, Number(answer[1]), sentAt) }
+            if (typeof answer === "number") return { _tag: "Acquired", grant: hold(id, userId, answer, sentAt) }
             if (answer[0] === 0) {
               const reason = answer[1] as RefusalReason
               refused[reason]++
