@@ -37,9 +37,7 @@ export const withFallback = (shared: Store, local: Store): Store => {
         ? local.release(userId, undefined)
         : lease !== undefined
           ? shared.release(userId, lease)
-          : Effect.flatMap(shared.release(userId, undefined), (left) =>
-              left === undefined ? local.release(userId, undefined) : Effect.succeed(left)
-            ),
+          : (shared.release(userId, undefined) ?? local.release(userId, undefined)),
     count: (userId) => orLocal(shared.count(userId), local.count(userId)),
     users: orLocal(shared.users, local.users),
     snapshot: orLocal(shared.snapshot, local.snapshot),

@@ -25,7 +25,7 @@ export const makeMemoryStore = (maxTotal: number, maxWaitingPerUser: number): St
         lease: undefined
       }),
     leave: (ticket) => Effect.sync(() => scheduler.leave(ticket as Waiter)),
-    release: (userId) => Effect.sync(() => scheduler.release(userId)),
+    release: (userId) => scheduler.release(userId),
     count: (userId) => Effect.sync(() => scheduler.count(userId)),
     users: Effect.sync(() => scheduler.users),
     snapshot: Effect.sync(() => scheduler.counts),

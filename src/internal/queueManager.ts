@@ -20,7 +20,7 @@ import { validateLimit } from "./config.js"
 import { LeaseLost, QueueFull, QueueShutdown, type StoreUnavailable } from "./errors.js"
 import { makeReporter } from "./metrics.js"
 import { makeMemoryStore } from "./memoryStore.js"
-import type { Grant, Lease, Outcome, Released, Store } from "./store.js"
+import type { Grant, Lease, Outcome, Store } from "./store.js"
 import { withValidUserId } from "./userId.js"
 
 type Restore = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
@@ -172,14 +172,10 @@ export const makeWith = <E, R>(
 
     const release = (userId: UserId, grant: Grant | undefined) =>
       traced("QueueManager.release", { userId }, (fiber) => {
-        const released = (active: Released) => {
-          report(fiber)
-          if (active === undefined) return debug(fiber, "release ignored: no slot held", { userId })
-          return debug(fiber, "slot released", active === "sent" ? { userId } : { userId, active })
-        }
-        return store.now
-          ? released(store.now.release(userId))
-          : Effect.flatMap(store.release(userId, grant?.lease), released)
+        const active = store.release(userId, grant?.lease)
+        report(fiber)
+        if (active === undefined) return debug(fiber, "release ignored: no slot held", { userId })
+        return debug(fiber, "slot released", active === "sent" ? { userId } : { userId, active })
       })
 
     /**

@@ -74,8 +74,8 @@ export interface Store {
   readonly awaitTurn: (ticket: Ticket) => Effect.Effect<Grant, QueueShutdown | StoreUnavailable>
   /** The ticket's caller stopped waiting without taking its slot: remove it, or give back what it was granted. */
   readonly leave: (ticket: Ticket) => Effect.Effect<void>
-  /** Gives back one slot (the one `lease` names, if any). */
-  readonly release: (userId: UserId, lease: Lease | undefined) => Effect.Effect<Released>
+  /** Gives back one slot (the one `lease` names, if any), at once: a shared store sends it in the background. */
+  readonly release: (userId: UserId, lease: Lease | undefined) => Released
   readonly count: (userId: UserId) => Effect.Effect<number, StoreUnavailable>
   readonly users: Effect.Effect<number, StoreUnavailable>
   readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>, StoreUnavailable>
@@ -90,9 +90,8 @@ export interface Store {
   /** Completes once this process holds no slot. */
   readonly awaitIdle: Effect.Effect<void>
   readonly local: Local
-  /** The same `acquire` and `release`, for a store that answers synchronously (the hit path skips two steps). */
+  /** The same `acquire`, for a store that answers synchronously (the hit path skips a step). */
   readonly now?: {
     readonly acquire: (userId: UserId, limit: number, bypass: boolean, wait: boolean) => Outcome
-    readonly release: (userId: UserId) => number | undefined
   }
 }

@@ -348,38 +348,28 @@ export const makeRedisStore = (
      * Gives `lease` back without waiting for Redis: the release goes out with this turn's batch,
      * ahead of every later call of this process; if it fails, it is retried in the background.
      */
-    const release = (lease: RedisLease): Effect.Effect<Released> =>
-      Effect.sync(() => {
-        if (!forget(lease)) return undefined
-        const args = ["r", lease.id]
-        batcher.add(args, (ok, value) => {
-          if (ok) return
-          runInBackground(retryInBackground("release", batched("release", args), unavailable("release")(value)))
-        })
-        return "sent"
+    const release = (lease: RedisLease): Released => {
+      if (!forget(lease)) return undefined
+      const args = ["r", lease.id]
+      batcher.add(args, (ok, value) => {
+        if (ok) return
+        runInBackground(retryInBackground("release", batched("release", args), unavailable("release")(value)))
       })
+      return "sent"
+    }
 
     const store: Store = {
       acquire: (userId, limit, bypass, wait) =>
-        Effect.suspend((): Effect.Effect<Outcome, StoreUnavailable> => {
+        // one asynchronous step: the answer is turned into the outcome as it arrives
+        Effect.async<Outcome, StoreUnavailable>((resume) => {
           if (isShutdown) {
             refused.shutdown++
-            return Effect.succeed({ _tag: "Shutdown" })
+            return resume(Effect.succeed({ _tag: "Shutdown" }))
           }
           const user = encode(userId)
           const id = nextId(user)
           const sentAt = Date.now()
-          const args = ["a", user, limit, (bypass ? 1 : 0) + (wait ? 2 : 0), id]
-          const answered = batched<number | ReadonlyArray<number | string>>("acquire", args).pipe(
-            // the script may still run once Redis answers (a pause, a late reply): undo whatever it did
-            Effect.tapError((error) =>
-              Effect.zipRight(
-                Effect.sync(() => early.delete(id)),
-                retryInBackground("leave", call("leave", "leave", [id], [user]), error)
-              )
-            )
-          )
-          return Effect.map(answered, (answer): Outcome => {
+          const outcome = (answer: number | ReadonlyArray<number | string>): Outcome => {
             if (typeof answer === "number") return { _tag: "Acquired", grant: hold(id, userId, answer, sentAt) }
             if (answer[0] === 0) {
               const reason = answer[1] as RefusalReason
@@ -395,6 +385,18 @@ export const makeRedisStore = (
               admitted(ticket, active)
             }
             return { _tag: "Waiting", ticket }
+          }
+          batcher.add(["a", user, limit, (bypass ? 1 : 0) + (wait ? 2 : 0), id], (ok, value) => {
+            if (ok) return resume(Effect.succeed(outcome(value as number | ReadonlyArray<number | string>)))
+            // the script may still run once Redis answers (a pause, a late reply): undo whatever it did
+            early.delete(id)
+            const error = unavailable("acquire")(value)
+            resume(
+              Effect.zipRight(
+                retryInBackground("leave", call("leave", "leave", [id], [user]), error),
+                Effect.fail(error)
+              )
+            )
           })
         }),
       awaitTurn: (ticket) => Deferred.await((ticket as RedisTicket).signal),
@@ -409,7 +411,7 @@ export const makeRedisStore = (
           return Effect.flatMap(Deferred.poll(t.signal), (done) =>
             done._tag === "Some"
               ? Effect.flatMap(Effect.either(done.value), (grant) =>
-                  grant._tag === "Right" ? Effect.asVoid(release(grant.right.lease as RedisLease)) : Effect.void
+                  grant._tag === "Right" ? Effect.sync(() => release(grant.right.lease as RedisLease)) : Effect.void
                 )
               : Effect.void
           )
@@ -417,7 +419,7 @@ export const makeRedisStore = (
       release: (userId, lease) => {
         if (lease instanceof RedisLease) return release(lease)
         const held = leases.get(userId)
-        return held === undefined ? Effect.succeed(undefined) : release(held[held.length - 1]!)
+        return held === undefined ? undefined : release(held[held.length - 1]!)
       },
       count: (userId) => Effect.map(call<number>("count", "read", [encode(userId)]), Number),
       users: Effect.map(
