@@ -102,7 +102,7 @@ const guarded = <A, E, R>(
   Effect.withFiberRuntime((caller) => {
     const body = andThen(announce, restore(work))
     // built only when needed: an error captures a stack trace
-    const leaseLost: Effect.Effect<A, E | LeaseLost> = Effect.suspend(() => Effect.fail(new LeaseLost({ userId })))
+    const leaseLost = (): Effect.Effect<A, E | LeaseLost> => Effect.fail(new LeaseLost({ userId }))
     let lostAs: FiberId.FiberId | undefined
     const interruptOnLoss = (fiber: RuntimeFiber) =>
       lease.watch!(() => {
@@ -115,27 +115,24 @@ const guarded = <A, E, R>(
         return Effect.flatMap(
           Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child)),
           // as Fiber.join: what the work set in FiberRefs stays set after it
-          (exit) => Effect.zipRight(Fiber.inheritAll(child), lostAs && Exit.isInterrupted(exit) ? leaseLost : exit)
+          (exit) => Effect.zipRight(Fiber.inheritAll(child), lostAs && Exit.isInterrupted(exit) ? leaseLost() : exit)
         )
       })
     }
     interruptOnLoss(caller)
     return Effect.flatMap(Effect.exit(body), (exit) =>
-      Effect.zipRight(
-        release,
-        Effect.suspend((): Effect.Effect<A, E | LeaseLost> => {
-          if (lostAs === undefined) return exit
-          // take back this loss's interruption: if none other is left, the work stopped for the loss
-          const others = HashSet.remove(Cause.interruptors(caller.getFiberRef(FiberRef.interruptedCause)), lostAs)
-          const rest = HashSet.reduce(others, Cause.empty as Cause.Cause<never>, (all, id) =>
-            Cause.sequential(all, Cause.interrupt(id))
-          )
-          return Effect.zipRight(
-            FiberRef.set(FiberRef.interruptedCause, rest),
-            HashSet.size(others) === 0 && Exit.isInterrupted(exit) ? leaseLost : exit
-          )
-        })
-      )
+      Effect.flatMap(release, (): Effect.Effect<A, E | LeaseLost> => {
+        if (lostAs === undefined) return exit
+        // take back this loss's interruption: if none other is left, the work stopped for the loss
+        const others = HashSet.remove(Cause.interruptors(caller.getFiberRef(FiberRef.interruptedCause)), lostAs)
+        const rest = HashSet.reduce(others, Cause.empty as Cause.Cause<never>, (all, id) =>
+          Cause.sequential(all, Cause.interrupt(id))
+        )
+        return Effect.zipRight(
+          FiberRef.set(FiberRef.interruptedCause, rest),
+          HashSet.size(others) === 0 && Exit.isInterrupted(exit) ? leaseLost() : exit
+        )
+      })
     )
   })
 
