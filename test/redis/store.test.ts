@@ -121,6 +121,23 @@ describe("Redis store", () => {
     })
   )
 
+  it.scoped("the hash and the lease set are kept in the encodings that look a field up in one step", () =>
+    Effect.gen(function* () {
+      const { a, prefix } = yield* twoProcesses({ maxUserQueue: 3 })
+      const encodings = withRedis(async (redis) => [
+        await redis.object("ENCODING", `{${prefix}}:h`),
+        await redis.object("ENCODING", `{${prefix}}:leases`)
+      ])
+      yield* a.tryAcquire(1)
+      // Redis's default for so few entries would be listpacks, which are scanned
+      expect(yield* encodings).toEqual(["hashtable", "skiplist"])
+      // the hash made again after Redis lost it (a restart without persistence)
+      yield* withRedis((redis) => redis.del(`{${prefix}}:h`))
+      yield* a.tryAcquire(2)
+      expect(yield* encodings).toEqual(["hashtable", "skiplist"])
+    })
+  )
+
   it.scoped("a waiter in one process is woken at once by a release in another, first-in first-out", () =>
     Effect.gen(function* () {
       // a lease of 5 minutes: were the hand-off left to the renewal poll, this test would time out
