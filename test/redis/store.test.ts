@@ -515,6 +515,23 @@ describe("Redis store", () => {
     })
   )
 
+  it.scoped("a lease set of the wrong type fails the grants of a round trip, not its refusals", () =>
+    Effect.gen(function* () {
+      const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      expect(yield* a.tryAcquire(1)).toBe(true)
+      const before = yield* a.stats
+      const restore = yield* breakLeases(prefix)
+      // asked for within one turn: one round trip carries both; granted leases join the set at its end
+      const [refused, broken] = yield* Effect.all([a.tryAcquire(1), Effect.flip(a.tryAcquire(2))], {
+        concurrency: "unbounded"
+      })
+      expect(refused).toBe(false)
+      expect(broken.message).toContain(`WRONGTYPE key {${prefix}}:leases holds a string, the queue store needs a zset`)
+      yield* restore
+      expect(yield* a.stats).toEqual({ ...before, refused: { ...before.refused, user: before.refused.user + 1 } })
+    })
+  )
+
   it.live(
     "a script that fails after handing out slots still counts them, and a line deleted from outside admits no one",
     () =>

@@ -33,6 +33,10 @@ const code = `
 -- the state of the call running now, set by begin
 local P, H, LEASES, TEXP, READY, NOW, CAP, anyWaiting, mayBeReady, waitKeysRead
 local counts, dirty, granted, acquired, expiry, expiryChanged
+-- the leases this call granted (expiry, id, ...), added to P:leases at its end; whether it read P:leases
+local newLeases, leasesRead
+-- the expiry of a lease of textMs granted now, as text (see expiryText)
+local textMs, textAt
 -- the settings of the process that sent the batch running now
 local leaseMs, channel, fallbackCap, maxWaiting
 
@@ -76,9 +80,10 @@ local function begin(ARGV)
   -- false while READY is known to be empty: dispatch has nothing to look at
   mayBeReady = anyWaiting and #redis.call('ZRANGE', READY, 0, 0) > 0
   waitKeysRead = anyWaiting
-  -- slots held per user as read or set by this call; those set (dirty) and the slots granted
-  -- are written back at once, at the end of the call
+  -- slots held per user as read or set by this call; those set (dirty), the slots granted and
+  -- the new leases are written back at once, at the end of the call
   counts, dirty, granted = {}, {}, 0
+  newLeases, leasesRead, textMs = {}, false, nil
 end
 
 -- how many of u's requests wait
@@ -94,7 +99,14 @@ local function setCount(u, n)
   dirty[u] = true
 end
 
+-- adds the leases granted so far to P:leases, in one command
+local function writeLeases()
+  if #newLeases > 0 then redis.call('ZADD', LEASES, unpack(newLeases)) end
+  newLeases = {}
+end
+
 local function writeBack()
+  writeLeases()
   local set, gone = {}, {}
   for u in pairs(dirty) do
     if counts[u] > 0 then
@@ -122,7 +134,11 @@ local function writeBack()
   dirty, granted, expiryChanged = {}, 0, false
 end
 
-local function total() return redis.call('ZCARD', LEASES) end
+-- leases held, those granted by this call included
+local function total()
+  leasesRead = true
+  return redis.call('ZCARD', LEASES) + #newLeases / 2
+end
 
 local function split(info)
   local bypass, channel, ms, u = string.match(info, '^(%d)\\t([^\\t]*)\\t(%d+)\\t(.*)$')
@@ -136,8 +152,21 @@ local function expiresAt(at)
   if not expiry or at < expiry then expiry, expiryChanged = at, true end
 end
 
+-- NOW + ms as the text ZADD takes: made once per call and lease time, where Redis would format
+-- the number anew for every lease
+local function expiryText(ms)
+  if ms ~= textMs then textMs, textAt = ms, string.format('%d', NOW + ms) end
+  return textAt
+end
+
+-- grants u the lease id, of ms; it joins P:leases at the end of the call, which no drop in
+-- the same call misses: its holder learns of it only from the call's answer or wake-up, so
+-- releases it in a later call
 local function grant(u, id, ms)
-  redis.call('ZADD', LEASES, NOW + ms, id)
+  if not leasesRead then total() end -- a wrongly typed P:leases fails the grant before it writes
+  newLeases[#newLeases + 1] = expiryText(ms)
+  newLeases[#newLeases + 1] = id
+  if #newLeases >= 2000 then writeLeases() end -- unpack takes at most a few thousand values
   expiresAt(NOW + ms)
   local active = count(u) + 1
   setCount(u, active)
@@ -317,7 +346,7 @@ function scripts.renew(ARGV)
   for i = 3, #ARGV do
     local id = ARGV[i]
     if redis.call('ZSCORE', LEASES, id) then
-      redis.call('ZADD', LEASES, 'XX', NOW + ms, id)
+      redis.call('ZADD', LEASES, 'XX', expiryText(ms), id)
       expiresAt(NOW + ms) -- a later expiry, unless Redis's clock went back or the lease time is shorter
       result[#result + 1] = 1
     elseif redis.call('ZSCORE', TEXP, id) then
@@ -379,8 +408,8 @@ function scripts.configure(ARGV)
   return 1
 end
 
--- runs a script: the purge, then the script, whose result is returned once the counts are
--- written back (also when it fails midway: what it did stays done, as Redis does not roll back)
+-- runs a script: the purge, then the script, whose result is returned once the counts and new
+-- leases are written back (also when it fails midway: what it did stays done, as Redis does not roll back)
 local function finish(ok, result)
   writeBack()
   if not ok then error(result) end
