@@ -1,4 +1,4 @@
-import { Deferred, Duration, Effect, FiberId, FiberSet, HashMap, Schedule } from "effect"
+import { Duration, Effect, Exit, FiberSet, HashMap, Schedule } from "effect"
 import type { Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import type { RedisOptions } from "ioredis"
@@ -48,15 +48,29 @@ class RedisLease implements Lease {
   }
 }
 
-/** A request waiting in Redis; `signal` completes when it is admitted or refused. */
+type TicketEnd = Exit.Exit<Grant, QueueShutdown | StoreUnavailable>
+
+/**
+ * A request waiting in Redis, until it ends: admitted (with its grant) or refused. (A
+ * `Deferred` would do, but costs more to make than the rest of a wait together.)
+ */
 class RedisTicket implements Ticket {
+  /** How it ended, once it has. */
+  end: TicketEnd | undefined
+  /** Resumes its waiter, while one waits. */
+  wake: ((end: TicketEnd) => void) | undefined
   constructor(
     readonly id: string,
     readonly userId: UserId,
-    readonly signal: Deferred.Deferred<Grant, QueueShutdown | StoreUnavailable>,
     /** As for a lease: when the call that queued or last renewed it was sent. */
     public renewedAt: number
   ) {}
+  /** Ends it as `end`, unless it has ended already. */
+  settle(end: TicketEnd) {
+    if (this.end !== undefined) return
+    this.end = end
+    this.wake?.(end)
+  }
 }
 
 /**
@@ -204,7 +218,7 @@ export const makeRedisStore = (
       if (!tickets.delete(ticket.id)) return
       local.waiting = tickets.size
       // Redis granted it after the ticket's last renewal was sent: counting from then errs on the safe side
-      Deferred.unsafeDone(ticket.signal, Effect.succeed(hold(ticket.id, ticket.userId, active, ticket.renewedAt)))
+      ticket.settle(Exit.succeed(hold(ticket.id, ticket.userId, active, ticket.renewedAt)))
     }
 
     /** Asks Redis where `ticket` stands, and delivers it if it was admitted. */
@@ -214,9 +228,8 @@ export const makeRedisStore = (
           if (answer[0] === 1) admitted(ticket, answer[1]!)
           else if (answer[0] === 0 && tickets.delete(ticket.id)) {
             local.waiting = tickets.size
-            Deferred.unsafeDone(
-              ticket.signal,
-              Effect.fail(new StoreUnavailable({ operation: "wait", reason: "the waiting request expired in Redis" }))
+            ticket.settle(
+              Exit.fail(new StoreUnavailable({ operation: "wait", reason: "the waiting request expired in Redis" }))
             )
           }
         })
@@ -231,7 +244,7 @@ export const makeRedisStore = (
           operation: "wait",
           reason: `Redis did not answer for a lease time (${leaseMillis} ms): the waiting request was given up`
         })
-        Deferred.unsafeDone(ticket.signal, Effect.fail(error))
+        ticket.settle(Exit.fail(error))
         return retryInBackground("leave", call("leave", "leave", [ticket.id], [userOfId(ticket.id)]), error)
       })
 
@@ -376,7 +389,7 @@ export const makeRedisStore = (
               refused[reason]++
               return { _tag: "Refused", reason, active: Number(answer[2]), limit: Number(answer[3]) }
             }
-            const ticket = new RedisTicket(id, userId, Deferred.unsafeMake(FiberId.none), sentAt)
+            const ticket = new RedisTicket(id, userId, sentAt)
             tickets.set(id, ticket)
             local.waiting = tickets.size
             const active = early.get(id)
@@ -399,7 +412,13 @@ export const makeRedisStore = (
             )
           })
         }),
-      awaitTurn: (ticket) => Deferred.await((ticket as RedisTicket).signal),
+      awaitTurn: (ticket) =>
+        Effect.async<Grant, QueueShutdown | StoreUnavailable>((resume) => {
+          const t = ticket as RedisTicket
+          if (t.end !== undefined) return resume(t.end)
+          t.wake = resume
+          return Effect.sync(() => (t.wake = undefined))
+        }),
       leave: (ticket) =>
         Effect.suspend(() => {
           const t = ticket as RedisTicket
@@ -408,13 +427,9 @@ export const makeRedisStore = (
             return Effect.ignore(call("leave", "leave", [t.id], [userOfId(t.id)]))
           }
           // admitted while it stopped waiting: give the slot back
-          return Effect.flatMap(Deferred.poll(t.signal), (done) =>
-            done._tag === "Some"
-              ? Effect.flatMap(Effect.either(done.value), (grant) =>
-                  grant._tag === "Right" ? Effect.sync(() => release(grant.right.lease as RedisLease)) : Effect.void
-                )
-              : Effect.void
-          )
+          return Effect.sync(() => {
+            if (t.end !== undefined && Exit.isSuccess(t.end)) release(t.end.value.lease as RedisLease)
+          })
         }),
       release: (userId, lease) => {
         if (lease instanceof RedisLease) return release(lease)
@@ -452,7 +467,7 @@ export const makeRedisStore = (
         isShutdown = true
         for (const ticket of tickets.values()) {
           refused.shutdown++
-          Deferred.unsafeDone(ticket.signal, Effect.fail(new QueueShutdown({ userId: ticket.userId })))
+          ticket.settle(Exit.fail(new QueueShutdown({ userId: ticket.userId })))
         }
       }),
       isShutdown: () => isShutdown,
