@@ -6,8 +6,8 @@
  * Keys, all under the prefix `P` (a hash tag, so one cluster slot holds them all):
  * - `P:h`       hash   `cap` (maxTotal), `turn` (turn counter), `acquired`, `refused:<reason>`,
  *                      `wusers` (users with waiters), `expiry` (no lease expires before it),
- *                      `layout` (the version of this layout), `about` (what these keys are); `<user>` its
- *                      slots held, while above zero;
+ *                      `layout` (the version of this layout), `about` (what these keys are);
+ *                      `<user>` its slots held, while above zero;
  *                      `t:<ticket>` "bypass\tchannel\tleaseMillis\tuser"; `w:<user>` its limit, while it has waiters
  * - `P:leases`  zset   lease id -> expiry (ms); `P:texp` zset ticket id -> expiry
  * - `P:line:U`  list   ticket ids of user U waiting, first-in first-out
@@ -23,6 +23,12 @@
  * waiters (`wusers` is 0), the lines, `P:texp` and `P:ready` are not looked at: they are empty,
  * and a cycle then runs 4 commands fewer. The first request to wait reads them before it writes.
  *
+ * Each command called from Lua costs about as much again as its own work, so a call reads each
+ * user's count, line length and waiting limit once and keeps them (and writes the counts and new
+ * leases once, at its end); a waiter whose turn has come while nobody else waits for the global
+ * cap is admitted at once rather than through `P:ready`. `test/redis/differential.test.ts` checks
+ * that the result admits the same requests, in the same order, as the in-memory store.
+ *
  * The code is one library: on Redis 7 it is loaded once as a function library, so its helpers
  * are made once rather than on every call (which cost about a fifth of a call's time); on
  * Redis 6.2 each script is the whole library plus the line that runs it.
@@ -37,6 +43,9 @@ local counts, dirty, granted, acquired, expiry, expiryChanged
 local newLeases, leasesRead
 -- the expiry of a lease of textMs granted now, as text (see expiryText)
 local textMs, textAt
+-- per user, as read (once) or written by this call: the length of its line, its limit while it
+-- has waiters (w:), and whether it is in READY
+local lens, limits, inReady
 -- the settings of the process that sent the batch running now
 local leaseMs, channel, fallbackCap, maxWaiting
 
@@ -84,10 +93,23 @@ local function begin(ARGV)
   -- the new leases are written back at once, at the end of the call
   counts, dirty, granted = {}, {}, 0
   newLeases, leasesRead, textMs = {}, false, nil
+  lens, limits, inReady = {}, {}, {}
 end
 
--- how many of u's requests wait
-local function queuedOf(u) return anyWaiting and redis.call('LLEN', line(u)) or 0 end
+-- how many requests wait in u's line
+local function lineLength(u)
+  if lens[u] == nil then lens[u] = redis.call('LLEN', line(u)) end
+  return lens[u]
+end
+
+-- how many of u's requests wait (none while no user has waiters: nothing to read)
+local function queuedOf(u) return anyWaiting and lineLength(u) or 0 end
+
+-- u's limit while it has waiters (0: none)
+local function waitLimit(u)
+  if limits[u] == nil then limits[u] = tonumber(redis.call('HGET', H, 'w:' .. u) or '0') end
+  return limits[u]
+end
 
 local function count(u)
   if counts[u] == nil then counts[u] = tonumber(redis.call('HGET', H, u) or '0') end
@@ -185,27 +207,64 @@ local function drop(id)
   return u, left, queued
 end
 
+-- whether u's first waiter (it has one) fits u's own limit
 local function headFits(u)
-  local head = redis.call('LINDEX', line(u), 0)
-  local bypass = split(redis.call('HGET', H, 't:' .. head))
-  if bypass then return true end
-  local limit = tonumber(redis.call('HGET', H, 'w:' .. u) or '0')
-  return limit == 0 or count(u) < limit
+  local limit = waitLimit(u)
+  if limit == 0 or count(u) < limit then return true end
+  -- a full user: only a request that bypasses the user's limit fits
+  return (split(redis.call('HGET', H, 't:' .. redis.call('LINDEX', line(u), 0))))
 end
 
--- after u's line or count changed: u is in READY exactly when it has a first waiter that fits its own limit
-local function refreshReady(u)
-  if redis.call('LLEN', line(u)) == 0 then
-    if redis.call('HDEL', H, 'w:' .. u) == 1 then
-      redis.call('HINCRBY', H, 'wusers', -1)
-      redis.call('ZREM', READY, u)
-    end
-  elseif headFits(u) then
+-- puts u in READY (at the end of the turn order, unless it is in already) or takes it out
+local function setReady(u, ready)
+  -- nothing to take out while READY is known to be empty
+  if inReady[u] == ready or (not ready and not mayBeReady) then return end
+  if ready then
     redis.call('ZADD', READY, 'NX', redis.call('HINCRBY', H, 'turn', 1), u)
     mayBeReady = true
   else
     redis.call('ZREM', READY, u)
   end
+  inReady[u] = ready
+end
+
+-- admits u's first waiter, with a lease of the time its process asked for, and wakes that process
+local function admitHead(u)
+  -- read before the first write: a wrongly typed key fails the call here
+  local queued = lineLength(u)
+  count(u)
+  setReady(u, false)
+  local id = redis.call('LPOP', line(u))
+  lens[u] = id and queued - 1 or 0
+  -- a line or ticket deleted from outside admits no one (a ticket left over expires)
+  local info = id and redis.call('HGET', H, 't:' .. id)
+  if info then
+    local _, _, to, ms = split(info)
+    redis.call('HDEL', H, 't:' .. id)
+    redis.call('ZREM', TEXP, id)
+    redis.call('PUBLISH', to, id .. ' ' .. grant(u, id, ms))
+  end
+end
+
+-- after u's line, count or limit changed. While u's first waiter fits u's own limit: if nobody
+-- else waits for the global cap and it has room, the waiter is admitted at once (what dispatch
+-- would do next); otherwise u takes a turn in READY. So u is in READY exactly when it has a
+-- first waiter that fits its own limit.
+local function refreshReady(u)
+  for _ = 1, 1000 do
+    if lineLength(u) == 0 then
+      if redis.call('HDEL', H, 'w:' .. u) == 1 then
+        limits[u] = nil
+        redis.call('HINCRBY', H, 'wusers', -1)
+        setReady(u, false)
+      end
+      return
+    end
+    if not headFits(u) then return setReady(u, false) end
+    if mayBeReady or (CAP and CAP > 0 and total() >= CAP) then return setReady(u, true) end
+    admitHead(u)
+  end
+  setReady(u, true) -- a thousand admitted: the next dispatch goes on
 end
 
 -- after u's count fell (drop's results): only a user with waiters has anything to refresh
@@ -218,6 +277,7 @@ local function removeTicket(id)
   if not info then return false end
   local _, u = split(info)
   redis.call('LREM', line(u), 1, id)
+  lens[u] = nil
   redis.call('HDEL', H, 't:' .. id)
   redis.call('ZREM', TEXP, id)
   refreshReady(u)
@@ -234,17 +294,7 @@ local function dispatch()
   for _ = 1, 1000 do
     if cap > 0 and total() >= cap then return end
     local u = first[1]
-    count(u) -- read before the first write: a wrongly typed key fails the call here
-    local id = redis.call('LPOP', line(u))
-    redis.call('ZREM', READY, u)
-    -- a line or ticket deleted from outside admits no one (a ticket left over expires)
-    local info = id and redis.call('HGET', H, 't:' .. id)
-    if info then
-      local _, _, to, ms = split(info)
-      redis.call('HDEL', H, 't:' .. id)
-      redis.call('ZREM', TEXP, id)
-      redis.call('PUBLISH', to, id .. ' ' .. grant(u, id, ms))
-    end
+    admitHead(u)
     refreshReady(u)
     first = redis.call('ZRANGE', READY, 0, 0)
     mayBeReady = #first > 0
@@ -296,17 +346,21 @@ local function acquire(u, limit, flags, id)
     return { 0, 'waiting', queued, maxWaiting }
   end
   if not waitKeysRead then -- the first to wait: the keys it writes are read before it writes them
-    queued = redis.call('LLEN', line(u))
+    queued = lineLength(u)
     redis.call('ZCARD', TEXP)
     redis.call('ZCARD', READY)
     waitKeysRead = true
   end
-  redis.call('RPUSH', line(u), id)
+  lens[u] = redis.call('RPUSH', line(u), id)
   redis.call('HSET', H, 't:' .. id, (bypass and '1' or '0') .. '\\t' .. channel .. '\\t' .. leaseMs .. '\\t' .. u)
-  redis.call('ZADD', TEXP, NOW + leaseMs, id)
-  if redis.call('HSET', H, 'w:' .. u, limit) == 1 then redis.call('HINCRBY', H, 'wusers', 1) end
+  redis.call('ZADD', TEXP, expiryText(leaseMs), id)
   anyWaiting = true
-  refreshReady(u)
+  -- behind others, under the same limit, it changes nothing about u's first waiter
+  if queued == 0 or waitLimit(u) ~= limit then
+    if redis.call('HSET', H, 'w:' .. u, limit) == 1 then redis.call('HINCRBY', H, 'wusers', 1) end
+    limits[u] = limit
+    refreshReady(u)
+  end
   return { 2, queued + 1 }
 end
 
@@ -401,7 +455,10 @@ function scripts.configure(ARGV)
   redis.call('HSET', H, 'cap', ARGV[2], 'layout', LAYOUT, 'about', ABOUT)
   CAP = tonumber(ARGV[2])
   for i = 3, #ARGV, 2 do
-    if redis.call('HEXISTS', H, 'w:' .. ARGV[i]) == 1 then redis.call('HSET', H, 'w:' .. ARGV[i], ARGV[i + 1]) end
+    if redis.call('HEXISTS', H, 'w:' .. ARGV[i]) == 1 then
+      redis.call('HSET', H, 'w:' .. ARGV[i], ARGV[i + 1])
+      limits[ARGV[i]] = tonumber(ARGV[i + 1])
+    end
   end
   for i = 3, #ARGV, 2 do refreshReady(ARGV[i]) end
   dispatch()
