@@ -125,27 +125,29 @@ export const redisCycles: Benchmark = {
         ],
         targets: [target(scenarios[0]!, 1, "≥ 1.00× (no slower)"), target(scenarios[1]!, 0.5, "≥ 2.00×")],
         notes: [
-          "Where the time goes (measured on this machine on the day of this run with `INFO commandstats` and " +
-            "`process.cpuUsage`; the figures move with its load). (1) Redis time: with one caller a release goes " +
-            "out with the next acquisition, one call per cycle, which took about 50 µs of Redis time against " +
-            "about 24 µs for redis-semaphore's acquire script plus 3 µs for its `ZREM`. Ours runs 6 Redis commands " +
-            "while nobody waits (the clock, the fixed fields of the hash, the user's count, the released lease, the " +
-            "new lease, one write of the counts), plus the purge of expired leases once the earliest could have " +
-            "expired, where its acquire runs 4. Each command called from Lua cost 1.5–5 µs here (a write about " +
-            "twice a read), and plain Lua work was not free either: each string made about 0.6 µs, each closure " +
-            "0.2 µs. On Redis 7 the code is a function library, whose helpers are made once: as scripts (Redis " +
-            "6.2) the same call took about 70 µs, and before this version's changes (14 commands, as scripts) " +
-            "60–70 µs. (2) This process's CPU per cycle was about the same for both with one caller (about 130 µs " +
-            "for redis-semaphore's two round trips and for our one with the Effect runtime), so with one caller " +
-            "the two are at par: our round trip fewer pays for our longer call. One timer watches every call in " +
-            "flight instead of ioredis's timer per command, which cost about 5 µs per call. (3) With 64 callers " +
-            "both contenders are bound by CPU on a 2-core machine that also runs Redis. A round trip carries at " +
-            "most 16 operations: with 256, Redis ran each batch while Node waited and Node built the next while " +
-            "Redis idled, and we made about 12,700 cycles per second against 15,000–18,000 with 8 to 16 (both while " +
-            "`withSlot` still ran its body in a child fiber, which halved the cycles per second with 64 callers).",
-          "Why the issue's premise does not show here: in a closed loop a redis-semaphore caller that releases " +
-            "re-acquires at once, before any poller retries (it keeps no queue, so it is not fair), and its pollers " +
-            "only cost latency, not cycles. The latency is in section 9, where ours is push-based."
+          "Where the time goes (measured on a quiet day of this machine with `INFO commandstats`, `INFO cpu` and " +
+            "`process.cpuUsage`; the figures move with its load). With 1 caller a release goes out with the next " +
+            "acquisition: one round trip per cycle, whose script took about 15 µs of Redis time against about 6 µs " +
+            "for redis-semaphore's acquire script plus 1 µs for its `ZREM`; but each round trip costs both processes " +
+            "far more than the script (this process about 52 µs of CPU per cycle against 75 µs, Redis 42 µs against " +
+            "59 µs), so our one round trip against its two decides. With 64 callers on 64 users a round trip " +
+            "carries up to 32 operations, and per cycle this process spent about 5–6 µs of CPU against 12 µs and " +
+            "Redis about 5 µs against 8.5 µs: the 2 cores are busy with both, so cycles per second follow the sum.",
+          "What brought the 64-caller rate from par with redis-semaphore to about twice its rate (each measured " +
+            "alone): ioredis's `call` flattened each batch's arguments with `Array.prototype.flat` (about 6 µs for " +
+            "90 arguments), so they are handed to it flat; Redis keeps small hashes and sorted sets as listpacks, " +
+            "scanned on every access (2 µs per lease added with 64 leases held), so lease ids are longer than a " +
+            "listpack value (64 bytes) and the bookkeeping hash holds one such field, which keeps both in the " +
+            "encodings that find a member in one step; a call adds its new leases in one `ZADD` at its end, their " +
+            "expiry formatted once; a granted acquisition is answered with a bare number; a release takes no Effect " +
+            "step of its own; a waiting request no longer makes a `Deferred`, which cost more than the rest of a wait.",
+          "With 8 users the callers wait, and each cycle hands a slot to the next waiter in Redis, which wakes its " +
+            "process through pub/sub: about 13 commands and 15 µs of script time per cycle (33 commands before the " +
+            "scripts kept each user's line length, limit and turn-order place once read and admitted a waiter " +
+            "directly while nobody else waits for the cap) and about 19 µs of this process's CPU, against 4 µs and " +
+            "13 µs for redis-semaphore. That is the price of first-in first-out: a redis-semaphore caller that " +
+            "releases takes the slot back at once, before any poller retries (it keeps no queue), so in a closed " +
+            "loop its pollers cost latency (section 9), not cycles."
         ]
       }
     })

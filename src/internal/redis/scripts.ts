@@ -201,7 +201,9 @@ end
 local function drop(id)
   local u = userOf(id)
   local held, queued = count(u), queuedOf(u)
-  if redis.call('ZREM', LEASES, id) == 0 then return nil, 0, 0 end
+  local removed = redis.call('ZREM', LEASES, id)
+  leasesRead = true
+  if removed == 0 then return nil, 0, 0 end
   local left = math.max(held - 1, 0)
   setCount(u, left)
   return u, left, queued
