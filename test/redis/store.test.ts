@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, HashMap, Layer, Logger, Option, Scope, Supervisor } from "effect"
+import { Deferred, Effect, Exit, Fiber, HashMap, Layer, Logger, Option, Scope, Supervisor } from "effect"
 import { createServer, type Server, type Socket } from "node:net"
 import { Redis } from "ioredis"
 import { QueueManager } from "../../src/index.js"
@@ -512,6 +512,29 @@ describe("Redis store", () => {
         [9, 1]
       ])
       yield* withRedis((redis) => redis.del(`{${prefix}}:line:n2`))
+    })
+  )
+
+  it.scoped("a resize that admits thousands of users at once counts every one of them", () =>
+    Effect.gen(function* () {
+      // more users than one Lua call could write back in one command (about 8,000 values)
+      const users = Array.from({ length: 4_100 }, (_, i) => i)
+      const { a } = yield* twoProcesses({ maxUserQueue: 1 })
+      yield* Effect.forEach(users, (user) => a.tryAcquire(user), { concurrency: "unbounded" })
+      const gate = yield* Deferred.make<void>()
+      const waiters = yield* Effect.forEach(users, (user) =>
+        Effect.fork(a.withSlot(user, { onFull: "wait" })(Deferred.await(gate)))
+      )
+      yield* eventually("everyone waits", a.stats, (s) => s.waiting === users.length)
+      yield* a.resize({ maxUserQueue: 2 })
+      expect(yield* eventually("everyone is admitted", a.stats, (s) => s.waiting === 0)).toMatchObject({
+        inFlight: 2 * users.length,
+        activeUsers: users.length
+      })
+      expect(HashMap.every(yield* a.snapshot, (n) => n === 2)).toBe(true)
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.joinAll(waiters)
+      expect(yield* a.stats).toMatchObject({ inFlight: users.length, acquired: 2 * users.length })
     })
   )
 

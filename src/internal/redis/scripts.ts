@@ -121,14 +121,16 @@ local function setCount(u, n)
   dirty[u] = true
 end
 
--- adds the leases granted so far to P:leases, in one command
-local function writeLeases()
-  if #newLeases > 0 then redis.call('ZADD', LEASES, unpack(newLeases)) end
-  newLeases = {}
+-- runs command on key with the values of list (pairs stay together): in chunks, as unpack takes
+-- at most about 8,000 values, and one call can admit thousands of users at once
+local function writeAll(command, key, list)
+  for i = 1, #list, 2000 do redis.call(command, key, unpack(list, i, math.min(i + 1999, #list))) end
 end
 
+-- writes what this call did so far: its new leases, the counts it changed, its counters
 local function writeBack()
-  writeLeases()
+  writeAll('ZADD', LEASES, newLeases)
+  newLeases = {}
   local set, gone = {}, {}
   for u in pairs(dirty) do
     if counts[u] > 0 then
@@ -151,8 +153,8 @@ local function writeBack()
       gone[#gone + 1] = 'expiry'
     end
   end
-  if #set > 0 then redis.call('HSET', H, unpack(set)) end
-  if #gone > 0 then redis.call('HDEL', H, unpack(gone)) end
+  writeAll('HSET', H, set)
+  writeAll('HDEL', H, gone)
   dirty, granted, expiryChanged = {}, 0, false
 end
 
@@ -188,7 +190,6 @@ local function grant(u, id, ms)
   if not leasesRead then total() end -- a wrongly typed P:leases fails the grant before it writes
   newLeases[#newLeases + 1] = expiryText(ms)
   newLeases[#newLeases + 1] = id
-  if #newLeases >= 2000 then writeLeases() end -- unpack takes at most a few thousand values
   expiresAt(NOW + ms)
   local active = count(u) + 1
   setCount(u, active)
