@@ -79,6 +79,14 @@ export const make = (
     }
     const leaseMillis = yield* positiveMillis("leaseTime", options.leaseTime ?? "30 seconds", 100)
     const timeoutMillis = yield* positiveMillis("timeout", options.timeout ?? "1 second", 1)
+    // a renewal round runs every third of a lease and may take a timeout to fail: with leases this
+    // short, the first round that fails leaves too little time for the next, and every slot is lost
+    if (leaseMillis <= 6 * timeoutMillis) {
+      yield* Effect.logWarning(
+        `leaseTime (${leaseMillis} ms) is at most 6 × timeout (${timeoutMillis} ms): one renewal round that ` +
+          `fails or times out loses every slot of this process; give leaseTime more than 6 × timeout`
+      )
+    }
     const onUnavailable = options.onUnavailable ?? "fail"
     if (onUnavailable !== "fail" && onUnavailable !== "local") {
       return yield* Effect.fail(

@@ -609,6 +609,18 @@ describe("Redis store", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.scoped("a lease time too short for its timeout is warned about, naming both", () =>
+    Effect.gen(function* () {
+      const { warnings, layer } = warningLog()
+      yield* twoProcesses({ maxUserQueue: 1, leaseTime: "7 seconds" }).pipe(Effect.provide(layer))
+      expect(warnings).toEqual([])
+      yield* twoProcesses({ maxUserQueue: 1, leaseTime: "600 millis", timeout: "100 millis" }).pipe(
+        Effect.provide(layer)
+      )
+      expect(warnings[0]).toContain("leaseTime (600 ms) is at most 6 × timeout (100 ms)")
+    })
+  )
+
   it.live("closing the layer stops the retries of its releases", () =>
     Effect.gen(function* () {
       const prefix = uniquePrefix()
