@@ -3,7 +3,7 @@ import { Deferred, Effect, FastCheck, Fiber, HashMap, Logger, LogLevel } from "e
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
 import { eventually } from "../eventually.js"
-import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
+import { deleteKeys, redisUrl, uniquePrefix, untilWaiting } from "../support.js"
 
 const step = FastCheck.oneof(
   {
@@ -52,6 +52,40 @@ const view = (side: Side) =>
   }))
 
 describe("Redis store against the in-memory store", () => {
+  it.live("a resize hands the room it makes to the users in turn, as in memory", () =>
+    Effect.gen(function* () {
+      const options = { maxUserQueue: 1, maxTotal: 4 }
+      const prefix = uniquePrefix()
+      yield* Effect.addFinalizer(() => deleteKeys(prefix))
+      const gate = yield* Deferred.make<void>()
+      const held = []
+      for (const manager of [
+        yield* QueueManager.make(options),
+        yield* RedisStore.make({ ...options, redis: redisUrl, prefix })
+      ]) {
+        // users 1 and 2 hold a slot each, and two requests of each wait behind it
+        for (const user of [1, 2, 1, 1, 2, 2])
+          yield* Effect.fork(manager.withSlot(user, { onFull: "wait" })(Deferred.await(gate)))
+        yield* untilWaiting(manager, 4)
+        // room for 2 more in all, up to 3 per user: one each, not two for whoever comes first
+        yield* manager.resize({ maxUserQueue: 3 })
+        yield* eventually("the room is taken", manager.stats, (s) => s.inFlight === 4)
+        held.push(HashMap.toEntries(yield* manager.snapshot).sort())
+      }
+      expect(held).toEqual([
+        [
+          [1, 2],
+          [2, 2]
+        ],
+        [
+          [1, 2],
+          [2, 2]
+        ]
+      ])
+      yield* Deferred.succeed(gate, undefined)
+    }).pipe(Effect.scoped, Logger.withMinimumLogLevel(LogLevel.Warning))
+  )
+
   it.live.prop(
     "random waiting, refusals, bypasses, give-ups and resizes admit the same requests in the same order",
     [FastCheck.array(step, { minLength: 5, maxLength: 30 })],

@@ -127,10 +127,14 @@ local function writeAll(command, key, list)
   for i = 1, #list, 2000 do redis.call(command, key, unpack(list, i, math.min(i + 1999, #list))) end
 end
 
--- writes what this call did so far: its new leases, the counts it changed, its counters
-local function writeBack()
+local function writeLeases()
   writeAll('ZADD', LEASES, newLeases)
   newLeases = {}
+end
+
+-- writes what this call did so far: its new leases, the counts it changed, its counters
+local function writeBack()
+  writeLeases()
   local set, gone = {}, {}
   for u in pairs(dirty) do
     if counts[u] > 0 then
@@ -158,12 +162,6 @@ local function writeBack()
   dirty, granted, expiryChanged = {}, 0, false
 end
 
--- leases held, those granted by this call included
-local function total()
-  leasesRead = true
-  return redis.call('ZCARD', LEASES) + #newLeases / 2
-end
-
 local function split(info)
   local bypass, channel, ms, u = string.match(info, '^(%d)\\t([^\\t]*)\\t(%d+)\\t(.*)$')
   return bypass == '1', u, channel, tonumber(ms)
@@ -183,11 +181,23 @@ local function expiryText(ms)
   return textAt
 end
 
--- grants u the lease id, of ms; it joins P:leases at the end of the call, which no drop in
--- the same call misses: its holder learns of it only from the call's answer or wake-up, so
--- releases it in a later call
+-- leases held, those granted by this call included
+local function total()
+  leasesRead = true
+  return redis.call('ZCARD', LEASES) + #newLeases / 2
+end
+
+-- reads P:leases if this call has not: before a step writes anything for a lease it grants, so
+-- that a wrongly typed P:leases fails the step before it changes anything
+local function readLeases()
+  if not leasesRead then total() end
+end
+
+-- grants u the lease id, of ms. It joins P:leases at the end of the call (or of the purge),
+-- which no step of the same call misses: the holder learns of the lease only from the call's
+-- answer or wake-up, so it releases, renews or asks about it in a later call
 local function grant(u, id, ms)
-  if not leasesRead then total() end -- a wrongly typed P:leases fails the grant before it writes
+  readLeases()
   newLeases[#newLeases + 1] = expiryText(ms)
   newLeases[#newLeases + 1] = id
   expiresAt(NOW + ms)
@@ -236,6 +246,7 @@ local function admitHead(u)
   -- read before the first write: a wrongly typed key fails the call here
   local queued = lineLength(u)
   count(u)
+  readLeases()
   setReady(u, false)
   local id = redis.call('LPOP', line(u))
   lens[u] = id and queued - 1 or 0
@@ -267,7 +278,8 @@ local function refreshReady(u)
     if mayBeReady or (CAP and CAP > 0 and total() >= CAP) then return setReady(u, true) end
     admitHead(u)
   end
-  setReady(u, true) -- a thousand admitted: the next dispatch goes on
+  -- a thousand admitted: the next dispatch goes on, if the next still fits
+  setReady(u, lineLength(u) > 0 and headFits(u))
 end
 
 -- after u's count fell (drop's results): only a user with waiters has anything to refresh
@@ -348,6 +360,7 @@ local function acquire(u, limit, flags, id)
     redis.call('HINCRBY', H, 'refused:waiting', 1)
     return { 0, 'waiting', queued, maxWaiting }
   end
+  readLeases() -- a changed limit may admit a waiter below
   if not waitKeysRead then -- the first to wait: the keys it writes are read before it writes them
     queued = lineLength(u)
     redis.call('ZCARD', TEXP)
@@ -463,6 +476,9 @@ function scripts.configure(ARGV)
       limits[ARGV[i]] = tonumber(ARGV[i + 1])
     end
   end
+  -- every user whose first waiter now fits takes a turn, and dispatch admits them round-robin
+  -- (admitted at once one user after the other, the first would take all the room)
+  mayBeReady = true
   for i = 3, #ARGV, 2 do refreshReady(ARGV[i]) end
   dispatch()
   return 1
@@ -477,6 +493,8 @@ local function finish(ok, result)
 end
 local function purgeThen(name, ARGV)
   purge()
+  -- the leases the purge granted are in P:leases for the script: leave, status and renew look there
+  writeLeases()
   return scripts[name](ARGV)
 end
 local function run(name, ARGV)
