@@ -218,7 +218,10 @@ export const makeRedisStore = (
       if (!tickets.delete(ticket.id)) return
       local.waiting = tickets.size
       // Redis granted it after the ticket's last renewal was sent: counting from then errs on the safe side
-      ticket.settle(Exit.succeed(hold(ticket.id, ticket.userId, active, ticket.renewedAt)))
+      const grant = hold(ticket.id, ticket.userId, active, ticket.renewedAt)
+      if (ticket.end === undefined) ticket.settle(Exit.succeed(grant))
+      // its waiter was already told it ended (a shutdown) and will not take the slot: give it back
+      else release(grant.lease as RedisLease)
     }
 
     /** Asks Redis where `ticket` stands, and delivers it if it was admitted. */
