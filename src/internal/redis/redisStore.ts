@@ -316,13 +316,15 @@ export const makeRedisStore = (
       )
     )
 
-    // a wake-up can overtake the reply that queued its ticket (they travel on two connections)
+    // a wake-up can overtake the reply that queued its ticket (they travel on two connections);
+    // one for a request no longer asked about (given up, or failed) is dropped: its leave undoes it
+    const asking = new Set<string>()
     const early = new Map<string, number>()
     subscriber.redis.on("message", (_channel: string, message: string) => {
       const [id, active] = message.split(" ") as [string, string]
       const ticket = tickets.get(id)
       if (ticket !== undefined) admitted(ticket, Number(active))
-      else early.set(id, Number(active))
+      else if (asking.has(id)) early.set(id, Number(active))
     })
     // after a reconnection a wake-up may have been missed: ask about every waiting ticket
     subscriber.redis.on("ready", () => {
@@ -402,7 +404,9 @@ export const makeRedisStore = (
             }
             return { _tag: "Waiting", ticket }
           }
+          if (wait) asking.add(id)
           batcher.add(["a", user, limit, (bypass ? 1 : 0) + (wait ? 2 : 0), id], (ok, value) => {
+            asking.delete(id)
             if (ok) return resume(Effect.succeed(outcome(value as number | ReadonlyArray<number | string>)))
             // the script may still run once Redis answers (a pause, a late reply): undo whatever it did
             early.delete(id)
