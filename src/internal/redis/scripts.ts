@@ -89,8 +89,9 @@ local function begin(ARGV)
   -- false while READY is known to be empty: dispatch has nothing to look at
   mayBeReady = anyWaiting and #redis.call('ZRANGE', READY, 0, 0) > 0
   waitKeysRead = anyWaiting
-  -- slots held per user as read or set by this call; those set (dirty), the slots granted and
-  -- the new leases are written back at once, at the end of the call
+  -- slots held per user as read or set by this call (dirty: those set, with the count Redis has);
+  -- the counts that changed, the slots granted and the new leases are written back at once, at
+  -- the end of the call
   counts, dirty, granted = {}, {}, 0
   newLeases, leasesRead, textMs = {}, false, nil
   lens, limits, inReady = {}, {}, {}
@@ -116,9 +117,10 @@ local function count(u)
   return counts[u]
 end
 
+-- (u's count was read before: dirty keeps the count Redis has)
 local function setCount(u, n)
+  if dirty[u] == nil then dirty[u] = counts[u] end
   counts[u] = n
-  dirty[u] = true
 end
 
 -- runs command on key with the values of list (pairs stay together): in chunks, as unpack takes
@@ -136,8 +138,9 @@ end
 local function writeBack()
   writeLeases()
   local set, gone = {}, {}
-  for u in pairs(dirty) do
-    if counts[u] > 0 then
+  for u, stored in pairs(dirty) do
+    if counts[u] == stored then -- given back and taken again: nothing to write
+    elseif counts[u] > 0 then
       set[#set + 1] = u
       set[#set + 1] = counts[u]
     else
