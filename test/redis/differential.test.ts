@@ -58,7 +58,7 @@ describe("Redis store against the in-memory store", () => {
       const prefix = uniquePrefix()
       yield* Effect.addFinalizer(() => deleteKeys(prefix))
       const gate = yield* Deferred.make<void>()
-      const held = []
+      const held: Array<ReadonlyArray<readonly [QueueManager.UserId, number]>> = []
       for (const manager of [
         yield* QueueManager.make(options),
         yield* RedisStore.make({ ...options, redis: redisUrl, prefix })
@@ -112,7 +112,12 @@ describe("Redis store against the in-memory store", () => {
         const running = () => [...sides[0].started].filter((i) => sides[0].fibers.has(i))
         const waiting = () =>
           [...sides[0].fibers.keys()].filter((i) => !sides[0].started.has(i) && !sides[0].refused.has(i))
-        const end = (i: number) => Effect.forEach(sides, (side) => Effect.sync(() => side.fibers.delete(i)))
+        const end = (i: number) => Effect.sync(() => sides.forEach((side) => side.fibers.delete(i)))
+        const giveUp = (i: number) =>
+          Effect.zipRight(
+            Effect.forEach(sides, (side) => Fiber.interrupt(side.fibers.get(i)!)),
+            end(i)
+          )
         for (const s of steps) {
           switch (s.op) {
             case "ask": {
@@ -146,9 +151,7 @@ describe("Redis store against the in-memory store", () => {
             case "give up": {
               const candidates = waiting()
               if (candidates.length === 0) break
-              const i = candidates[s.pick % candidates.length]!
-              yield* Effect.forEach(sides, (side) => Fiber.interrupt(side.fibers.get(i)!))
-              yield* end(i)
+              yield* giveUp(candidates[s.pick % candidates.length]!)
               break
             }
             case "resize":
@@ -161,8 +164,7 @@ describe("Redis store against the in-memory store", () => {
         // the end: everything given back or given up, in both
         // one at a time, as a give-up that lets the next request in takes Redis a round trip
         for (let i = waiting()[0]; i !== undefined; i = waiting()[0]) {
-          yield* Effect.forEach(sides, (side) => Fiber.interrupt(side.fibers.get(i)!))
-          yield* end(i)
+          yield* giveUp(i)
           yield* agree
         }
         for (const gate of gates) yield* Deferred.succeed(gate, undefined)

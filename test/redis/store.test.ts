@@ -4,7 +4,7 @@ import { createServer, type Server, type Socket } from "node:net"
 import { Redis } from "ioredis"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
-import { evalScripts } from "../../src/internal/redis/scripts.js"
+import { evalScripts, type Script } from "../../src/internal/redis/scripts.js"
 import { eventually } from "../eventually.js"
 import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
 import { freePort, startRedis } from "./server.js"
@@ -70,6 +70,21 @@ const breakLeases = (prefix: string) =>
     }),
     withRedis((redis) => redis.rename(`{${prefix}}:aside`, `{${prefix}}:leases`))
   )
+
+/**
+ * The store's scripts run directly (through EVAL, which any Redis has) on keys of their own,
+ * configured with no global cap and deleted after the test; `batch` sends operations as one
+ * process with a lease of a minute would.
+ */
+const rawScripts = Effect.gen(function* () {
+  const prefix = uniquePrefix()
+  yield* Effect.addFinalizer(() => deleteKeys(prefix))
+  const run = (script: Script, ...args: ReadonlyArray<string | number>) =>
+    withRedis((redis) => redis.eval(evalScripts[script], 0, `{${prefix}}`, ...args))
+  const batch = (...ops: ReadonlyArray<string | number>) => run("batch", 60_000, "chan", 0, 0, ...ops)
+  yield* run("configure", 0)
+  return { prefix, run, batch }
+})
 
 /** A logger keeping the messages of warnings, and the layer that installs it. */
 const warningLog = () => {
@@ -557,12 +572,7 @@ describe("Redis store", () => {
 
   it.live("a waiter whose limit rises by more than a call admits at once gets up to its limit, not one more", () =>
     Effect.gen(function* () {
-      const prefix = `{${uniquePrefix()}}`
-      yield* Effect.addFinalizer(() => deleteKeys(prefix.slice(1, -1)))
-      const run = (script: "configure" | "batch" | "read", ...args: ReadonlyArray<string | number>) =>
-        withRedis((redis) => redis.eval(evalScripts[script], 0, prefix, ...args))
-      const batch = (...ops: ReadonlyArray<string | number>) => run("batch", 60_000, "chan", 0, 0, ...ops)
-      yield* run("configure", 0)
+      const { run, batch } = yield* rawScripts
       yield* batch("a", "n1", 1, 0, "p:0:n1")
       for (let k = 0; k < 15; k++) {
         yield* batch(...Array.from({ length: 100 }, (_, i) => ["a", "n1", 1, 2, `p:${k * 100 + i + 1}:n1`]).flat())
@@ -578,23 +588,16 @@ describe("Redis store", () => {
     "a request whose changed limit would admit a waiter reads the leases first: a wrong type changes nothing",
     () =>
       Effect.gen(function* () {
-        const prefix = `{${uniquePrefix()}}`
-        yield* Effect.addFinalizer(() => deleteKeys(prefix.slice(1, -1)))
-        const batch = (...ops: ReadonlyArray<string | number>) =>
-          withRedis((redis) => redis.eval(evalScripts.batch, 0, prefix, 60_000, "chan", 0, 0, ...ops))
-        yield* withRedis((redis) => redis.eval(evalScripts.configure, 0, prefix, 0))
+        const { prefix, batch } = yield* rawScripts
         yield* batch("a", "n1", 1, 0, "p:0:n1")
         yield* batch("a", "n1", 1, 2, "p:1:n1")
         const state = withRedis(async (redis) => [
-          await redis.hgetall(`${prefix}:h`),
-          await redis.lrange(`${prefix}:line:n1`, 0, -1),
-          await redis.zrange(`${prefix}:texp`, 0, -1)
+          await redis.hgetall(`{${prefix}}:h`),
+          await redis.lrange(`{${prefix}}:line:n1`, 0, -1),
+          await redis.zrange(`{${prefix}}:texp`, 0, -1)
         ])
         const before = yield* state
-        yield* withRedis(async (redis) => {
-          await redis.rename(`${prefix}:leases`, `${prefix}:aside`)
-          await redis.set(`${prefix}:leases`, "oops")
-        })
+        yield* breakLeases(prefix)
         const [answer] = (yield* batch("a", "n1", 2, 2, "p:2:n1")) as Array<[string, string]>
         expect(answer[0]).toBe("!")
         expect(answer[1]).toContain("WRONGTYPE")

@@ -532,7 +532,8 @@ end
  *   Redis lost it, e.g. after a restart without persistence), then per operation either
  *   `a, user, limit, flags (1: bypass + 2: wait), id` or `r, lease id`. Returns per operation:
  *   for an acquisition its user's count if acquired (a bare number: the common case makes no
- *   table), {0, reason, active, limit} if refused or {2, waiting} if queued; for a release the user's count left, or -1 if the lease was not held (anymore);
+ *   table), {0, reason, active, limit} if refused or {2, waiting} if queued; for a release the
+ *   user's count left, or -1 if the lease was not held (anymore);
  *   for an operation that failed (a key of the wrong type) {'!', error}: it fails alone.
  * - `renew`: ARGV prefix, leaseMillis, ids... Returns per id 1 (lease renewed), 2 (ticket renewed) or 0 (gone).
  * - `leave`: ARGV prefix, ticket id. Returns 1 (removed from its line), 2 (it had been admitted:
