@@ -139,7 +139,8 @@ export const redisCycles: Benchmark = {
             "scanned on every access (2 µs per lease added with 64 leases held), so lease ids are longer than a " +
             "listpack value (64 bytes) and the bookkeeping hash holds one such field, which keeps both in the " +
             "encodings that find a member in one step; a call adds its new leases in one `ZADD` at its end, their " +
-            "expiry formatted once; a granted acquisition is answered with a bare number; a release takes no Effect " +
+            "expiry formatted once, and writes no count that was given back and taken again; a granted acquisition " +
+            "is answered with a bare number; a release takes no Effect " +
             "step of its own; a waiting request no longer makes a `Deferred`, which cost more than the rest of a wait.",
           "With 8 users the callers wait, and each cycle hands a slot to the next waiter in Redis, which wakes its " +
             "process through pub/sub: about 13 commands and 15 µs of script time per cycle (33 commands before the " +
