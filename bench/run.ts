@@ -25,6 +25,8 @@ rmSync(outDir, { recursive: true, force: true })
 const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc")
 const compiled = node([tsc, "-p", path.join(root, "bench", "tsconfig.json")])
 if (compiled !== 0) process.exit(compiled)
+const inlined = node([path.join(root, "scripts", "inline-lua.mjs"), path.join(outDir, "src")])
+if (inlined !== 0) process.exit(inlined)
 
 const partial = args.includes("--quick") || args.includes("--only")
 process.exit(

@@ -58,6 +58,20 @@ export type SlotError = QueueFull | QueueShutdown | StoreUnavailable
 export type UserLimit = (userId: UserId, maxUserQueue: number) => number
 
 /**
+ * A slot held: whose it is, and its fencing token. Tokens only grow, across every slot of the
+ * manager (of the prefix, on Redis): a resource the work writes to can remember the highest
+ * token it has seen for a user and refuse a write carrying a lower one, so that a holder that
+ * lost its slot without knowing (a process paused past its lease) cannot overwrite the work of
+ * the holder after it.
+ *
+ * @since 0.2.0
+ */
+export interface Slot {
+  readonly userId: UserId
+  readonly token: number
+}
+
+/**
  * How a manager is built.
  *
  * @since 0.1.0
@@ -169,16 +183,19 @@ export interface Service {
    * exit. Refused (`QueueFull`, holding nothing) or waits, as `onFull` says. With a store whose
    * slots are leases (Redis), a lost lease interrupts the fiber that took the slot.
    */
-  readonly slot: (userId: UserId, options?: SlotOptions) => Effect.Effect<void, SlotError, Scope.Scope>
+  readonly slot: (userId: UserId, options?: SlotOptions) => Effect.Effect<Slot, SlotError, Scope.Scope>
   /**
    * Runs `self` inside a slot of `userId`, released when `self` ends however it ends; when
-   * refused, fails without running `self`. The fast path. With a store whose slots are
-   * leases (Redis), a lost lease interrupts `self` and fails with `LeaseLost`.
+   * refused, fails without running `self`. The fast path. `self` may also be a function of the
+   * {@link Slot}, for its fencing token. With a store whose slots are leases (Redis), a lost
+   * lease interrupts `self` and fails with `LeaseLost`.
    */
   readonly withSlot: (
     userId: UserId,
     options?: SlotOptions
-  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SlotError | LeaseLost, R>
+  ) => <A, E, R>(
+    self: Effect.Effect<A, E, R> | ((slot: Slot) => Effect.Effect<A, E, R>)
+  ) => Effect.Effect<A, E | SlotError | LeaseLost, R>
   /** Every user holding a slot, with its count. */
   readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>, StoreUnavailable>
   /** The totals: slots in flight, users, waiters, acquisitions, refusals by reason, limits. */

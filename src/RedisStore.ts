@@ -97,11 +97,11 @@ export const make = (
       )
     }
     const redis = options.redis ?? "redis://127.0.0.1:6379"
-    return yield* makeWith(options, (maxTotal, maxWaitingPerUser) =>
-      Effect.map(
-        makeRedisStore({ redis, prefix, leaseMillis, timeoutMillis }, maxTotal, maxWaitingPerUser),
-        (shared) =>
-          onUnavailable === "local" ? withFallback(shared, makeMemoryStore(maxTotal, maxWaitingPerUser)) : shared
+    return yield* makeWith(options, (config) =>
+      Effect.map(makeRedisStore({ redis, prefix, leaseMillis, timeoutMillis }, config), (shared) =>
+        onUnavailable === "local"
+          ? withFallback(shared, makeMemoryStore(config, { count: shared.held, total: () => shared.local.inFlight }))
+          : shared
       )
     )
   })

@@ -42,8 +42,14 @@ const run = (
   ops: ReadonlyArray<Op>
 ): string | undefined => {
   let base = initialDefault
-  const limitOf = (user: number) => (user === 0 ? base + 1 : base) // user 0 has a tier
-  const s = new Scheduler(initialTotal, maxWaiting)
+  const tier = (user: number, base: number) => (user === 0 ? base + 1 : base) // user 0 has a tier
+  const limitOf = (user: number) => tier(user, base)
+  const s = new Scheduler({
+    maxUserQueue: initialDefault,
+    maxTotal: initialTotal,
+    maxWaitingPerUser: maxWaiting,
+    limitOf: (user, base) => tier(user as number, base)
+  })
   const holders: Array<number> = []
   const pending = new Map<number, Array<Waiter>>()
   const overtaken = new Map<number, Map<number, number>>()
@@ -83,7 +89,7 @@ const run = (
     switch (o.op) {
       case "request": {
         const before = s.inFlight
-        const outcome = s.acquire(o.user, limitOf(o.user), o.bypass, o.wait)
+        const outcome = s.acquire(o.user, o.bypass, o.wait)
         if (outcome._tag === "Acquired") {
           holders.push(o.user)
           checkAdmission(o.user, o.bypass)
@@ -122,7 +128,7 @@ const run = (
       }
       case "resize": {
         base = o.maxUserQueue
-        s.resize(o.maxTotal, new Map(Array.from(s.waitingUserIds(), (user) => [user, limitOf(user as number)])))
+        s.resize({ maxUserQueue: o.maxUserQueue, maxTotal: o.maxTotal })
         break
       }
       case "shutdown": {
@@ -162,11 +168,11 @@ describe("Scheduler (the in-memory state machine)", () => {
   })
 
   it("one user with 1,000 waiters delays a user with one waiter by at most one turn", () => {
-    const s = new Scheduler(1, 0)
-    s.acquire("blocker", 0, false, false)
+    const s = new Scheduler({ maxUserQueue: 0, maxTotal: 1, maxWaitingPerUser: 0, limitOf: (_, base) => base })
+    s.acquire("blocker", false, false)
     const admitted: Array<string> = []
     const enqueue = (user: string) => {
-      const outcome = s.acquire(user, 0, false, true)
+      const outcome = s.acquire(user, false, true)
       if (outcome._tag !== "Waiting") throw new Error(`expected ${user} to wait`)
       ;(outcome.ticket as Waiter).wake = () => admitted.push(user)
     }

@@ -1,49 +1,77 @@
 import { Effect } from "effect"
 import type { UserId } from "../QueueManager.js"
 import type { StoreUnavailable } from "./errors.js"
+import type { Scheduler } from "./scheduler.js"
 import type { Grant, Lease, Local, Store, Ticket } from "./store.js"
 
-/** The lease of a slot taken from the local store while the shared one was unreachable. */
+/** A shared store a local one can stand in for. */
+export interface SharedStore extends Store {
+  /** Slots this process holds in the shared store for `userId` (until their holders release them). */
+  readonly held: (userId: UserId) => number
+  /** Fails every request of this process waiting in the shared store (it cannot be reached). */
+  readonly abandonWaiters: () => void
+}
+
+/** The lease of a slot taken from the local store while the shared one was unreachable: never lost. */
 class LocalLease implements Lease {
-  readonly watch = undefined
+  watch() {}
+  isLost() {
+    return false
+  }
 }
 
 /**
- * A shared store that falls back to a local one while it is unavailable: acquisitions then
- * use per-process limits, and every slot or waiter goes back to the store it came from.
- * Reads fall back to the local view too.
+ * A shared store that falls back to a local one while it is unavailable: acquisitions then use
+ * this process's own limits, counting the slots it still holds in the shared store too, and
+ * every slot or waiter goes back to the store it came from. Once the local store is in use,
+ * acquisitions stay with it until it holds nothing and nobody waits in it, so that this
+ * process never runs more than its limits allow, in either store; requests of this process
+ * waiting in the shared store are failed when the fallback begins (they would be admitted
+ * there without counting the local slots). Reads fall back to the local view too.
  */
-export const withFallback = (shared: Store, local: Store): Store => {
+export const withFallback = (shared: SharedStore, local: Store & { readonly scheduler: Scheduler }): Store => {
   const localTickets = new WeakSet<Ticket>()
-  const localGrant = (grant: Grant): Grant => ({ active: grant.active, lease: new LocalLease() })
+  const localGrant = (grant: Grant): Grant => ({ ...grant, lease: new LocalLease() })
+  const inUse = () => local.local.inFlight > 0 || local.local.waiting > 0
   const orLocal = <A>(read: Effect.Effect<A, StoreUnavailable>, fallback: Effect.Effect<A, StoreUnavailable>) =>
     Effect.catchTag(read, "StoreUnavailable", () => fallback)
+  const acquireLocally: Store["acquire"] = (userId, bypass, wait, raw) =>
+    Effect.suspend(() => {
+      if (!inUse()) shared.abandonWaiters()
+      const { maxUserQueue, maxTotal } = shared.limits()
+      const scheduler = local.scheduler
+      if (scheduler.maxUserQueue !== maxUserQueue || scheduler.maxTotal !== maxTotal) {
+        scheduler.resize({ maxUserQueue, maxTotal })
+      }
+      return Effect.map(local.acquire(userId, bypass, wait, raw), (outcome) => {
+        if (outcome._tag === "Acquired") return { _tag: "Acquired" as const, grant: localGrant(outcome.grant) }
+        if (outcome._tag === "Waiting") localTickets.add(outcome.ticket)
+        return outcome
+      })
+    })
   const sum = (key: Exclude<keyof Local, "refused">) => shared.local[key] + local.local[key]
   return {
-    acquire: (userId, limit, bypass, wait) =>
-      orLocal(
-        shared.acquire(userId, limit, bypass, wait),
-        Effect.map(local.acquire(userId, limit, bypass, wait), (outcome) => {
-          if (outcome._tag === "Acquired") return { _tag: "Acquired", grant: localGrant(outcome.grant) }
-          if (outcome._tag === "Waiting") localTickets.add(outcome.ticket)
-          return outcome
-        })
-      ),
+    acquire: (userId, bypass, wait, raw) =>
+      inUse()
+        ? acquireLocally(userId, bypass, wait, raw)
+        : orLocal(shared.acquire(userId, bypass, wait, raw), acquireLocally(userId, bypass, wait, raw)),
     awaitTurn: (ticket) =>
       localTickets.has(ticket) ? Effect.map(local.awaitTurn(ticket), localGrant) : shared.awaitTurn(ticket),
     leave: (ticket) => (localTickets.has(ticket) ? local.leave(ticket) : shared.leave(ticket)),
-    release: (userId: UserId, lease) =>
-      lease instanceof LocalLease
-        ? local.release(userId, undefined)
-        : lease !== undefined
-          ? shared.release(userId, lease)
-          : (shared.release(userId, undefined) ?? local.release(userId, undefined)),
+    release: (userId, lease) => {
+      if (lease instanceof LocalLease) return local.release(userId, undefined)
+      const released =
+        shared.release(userId, lease) ?? (lease === undefined ? local.release(userId, undefined) : undefined)
+      // a slot given back in the shared store may let a local waiter in
+      local.scheduler.recheck(userId)
+      return released
+    },
     count: (userId) => orLocal(shared.count(userId), local.count(userId)),
     users: orLocal(shared.users, local.users),
     snapshot: orLocal(shared.snapshot, local.snapshot),
     totals: orLocal(shared.totals, local.totals),
-    maxTotal: shared.maxTotal,
-    resize: (maxTotal, limitOf) => Effect.zipRight(local.resize(maxTotal, limitOf), shared.resize(maxTotal, limitOf)),
+    limits: shared.limits,
+    resize: (limits) => Effect.zipRight(shared.resize(limits), local.resize(limits)),
     shutdown: Effect.zipRight(shared.shutdown, local.shutdown),
     isShutdown: shared.isShutdown,
     awaitIdle: Effect.zipRight(shared.awaitIdle, local.awaitIdle),

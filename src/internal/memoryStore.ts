@@ -1,29 +1,24 @@
 import { Effect } from "effect"
 import { QueueShutdown } from "./errors.js"
-import { Scheduler, type Waiter } from "./scheduler.js"
-import type { Store } from "./store.js"
+import { type Outside, Scheduler, type Waiter } from "./scheduler.js"
+import type { Grant, Store, StoreConfig } from "./store.js"
 
-/** Suspends until `waiter` is admitted (succeeds) or refused by a shutdown (fails). */
+/** Suspends until `waiter` is admitted (succeeds with its grant) or refused by a shutdown (fails). */
 const awaitAdmission = (waiter: Waiter) =>
-  Effect.async<void, QueueShutdown>((resume) => {
+  Effect.async<Grant, QueueShutdown>((resume) => {
     const wake = (admitted: boolean) =>
-      resume(admitted ? Effect.void : Effect.fail(new QueueShutdown({ userId: waiter.userId })))
+      resume(admitted ? Effect.succeed(waiter.grant!) : Effect.fail(new QueueShutdown({ userId: waiter.userId })))
     if (waiter.state === "waiting") waiter.wake = wake
     else wake(waiter.state === "admitted")
   })
 
-/** The in-memory store: one process, one `Scheduler`, nothing to install. */
-export const makeMemoryStore = (maxTotal: number, maxWaitingPerUser: number): Store => {
-  const scheduler = new Scheduler(maxTotal, maxWaitingPerUser)
+/** The in-memory store, and its scheduler (the fallback store tells it about slots held outside it). */
+export const makeMemoryStore = (config: StoreConfig, outside?: Outside): Store & { readonly scheduler: Scheduler } => {
+  const scheduler = new Scheduler(config, outside)
   return {
-    acquire: (userId, limit, bypass, wait) => Effect.sync(() => scheduler.acquire(userId, limit, bypass, wait)),
-    awaitTurn: (ticket) =>
-      Effect.as(awaitAdmission(ticket as Waiter), {
-        get active() {
-          return scheduler.count(ticket.userId)
-        },
-        lease: undefined
-      }),
+    scheduler,
+    acquire: (userId, bypass, wait) => Effect.sync(() => scheduler.acquire(userId, bypass, wait)),
+    awaitTurn: (ticket) => awaitAdmission(ticket as Waiter),
     leave: (ticket) => Effect.sync(() => scheduler.leave(ticket as Waiter)),
     release: (userId) => scheduler.release(userId),
     count: (userId) => Effect.sync(() => scheduler.count(userId)),
@@ -37,12 +32,8 @@ export const makeMemoryStore = (maxTotal: number, maxWaitingPerUser: number): St
       acquired: scheduler.acquired,
       refused: { ...scheduler.refused }
     })),
-    maxTotal: () => scheduler.maxTotal,
-    resize: (maxTotal, limitOf) =>
-      Effect.sync(() => {
-        const limits = new Map(Array.from(scheduler.waitingUserIds(), (userId) => [userId, limitOf(userId)] as const))
-        scheduler.resize(maxTotal, limits)
-      }),
+    limits: () => ({ maxUserQueue: scheduler.maxUserQueue, maxTotal: scheduler.maxTotal }),
+    resize: (limits) => Effect.sync(() => scheduler.resize(limits)),
     shutdown: Effect.sync(() => scheduler.shutdown()),
     isShutdown: () => scheduler.isShutdown,
     awaitIdle: Effect.async<void>((resume) => {

@@ -6,21 +6,19 @@ import {
   DefaultServices,
   Effect,
   Exit,
-  FiberId,
   FiberRef,
-  HashSet,
   LogLevel,
   Metric,
   Tracer
 } from "effect"
-import { Fiber } from "effect"
-import type { AcquireOptions, Options, Service, SlotOptions, UserId, UserLimit } from "../QueueManager.js"
+import { Fiber, FiberId, Option } from "effect"
+import type { AcquireOptions, Options, Service, Slot, SlotOptions, UserId, UserLimit } from "../QueueManager.js"
 import * as QueueMetrics from "../QueueMetrics.js"
 import { validateLimit } from "./config.js"
 import { LeaseLost, QueueFull, QueueShutdown, type StoreUnavailable } from "./errors.js"
 import { makeReporter } from "./metrics.js"
 import { makeMemoryStore } from "./memoryStore.js"
-import type { Grant, Lease, Outcome, Store } from "./store.js"
+import type { Grant, Lease, Outcome, Store, StoreConfig } from "./store.js"
 import { withValidUserId } from "./userId.js"
 
 type Restore = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
@@ -49,11 +47,11 @@ const traced = <A, E, R>(
 const andThen = <A, E, R>(first: Effect.Effect<void>, second: Effect.Effect<A, E, R>) =>
   first === Effect.void ? second : Effect.zipRight(first, second)
 
-/** Logs at debug level, skipping the work when the fiber's minimum level filters it out. */
-const debug = (fiber: RuntimeFiber, message: string, annotations: Record<string, unknown>) =>
+/** Logs at debug level, skipping the work (and the annotations) when the fiber's minimum level filters it out. */
+const debug = (fiber: RuntimeFiber, message: string, annotations: () => Record<string, unknown>) =>
   LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Debug)
     ? Effect.void
-    : Effect.annotateLogs(Effect.logDebug(message), annotations)
+    : Effect.annotateLogs(Effect.logDebug(message), annotations())
 
 const validateUserLimit = (userLimit: unknown) =>
   userLimit === undefined || typeof userLimit === "function"
@@ -65,83 +63,78 @@ const validateUserLimit = (userLimit: unknown) =>
         )
       )
 
-/** Until the slot is released, interrupts the calling fiber (the holder of a `slot`) if `lease` is lost. */
-const interruptOnLoss = (lease: Lease): Effect.Effect<void> =>
-  Effect.withFiberRuntime((holder) => {
-    lease.watch!(() => holder.unsafeInterruptAsFork(FiberId.none))
-    return Effect.void
-  })
-
-/**
- * Whether `fiber` has children still running. A lost lease interrupts the fiber running the
- * work, and with it the fiber's children, which must then all belong to the work. (Effect
- * keeps them on the fiber without a public synchronous read; without one, assume some.)
- */
-const hasChildren = (fiber: RuntimeFiber): boolean => {
-  const children = (fiber as { readonly getChildren?: () => ReadonlySet<unknown> }).getChildren?.()
-  return children === undefined || children.size > 0
+/** A fiber that must stop when a slot's lease is lost: the one doing the work under that slot. */
+interface Holder {
+  fiber: RuntimeFiber
+  released: boolean
 }
 
 /**
- * Runs `announce`, then `work` (made interruptible by `restore`), then `release`; a lost
- * `lease` interrupts the work, which then fails with `LeaseLost`; interrupting the caller
- * interrupts the work. Called with interruption disabled, so the release is in place before
- * anything can interrupt the work. The work runs in the caller's fiber, interrupted by a lost
- * lease under an id of this call's own, whose interruption is then taken back (any other
- * stays, such as an enclosing `withSlot`'s lost lease); a caller with children running (which
- * that would interrupt too) runs it in a child fiber.
+ * The holders of the `slot`s taken in a fiber. A slot taken in a fiber that then hands its
+ * result to another one (`Effect.timeout`, `Effect.race`, `Fiber.join`: the work goes on in the
+ * fiber that joins it) moves with the join: joining happens in the joining fiber, which thereby
+ * becomes the holder of every slot whose taker has ended.
  */
-const guarded = <A, E, R>(
-  restore: Restore,
-  work: Effect.Effect<A, E, R>,
-  release: Effect.Effect<unknown>,
-  announce: Effect.Effect<void>,
-  lease: Lease,
-  userId: UserId
-): Effect.Effect<A, E | LeaseLost, R> =>
-  Effect.withFiberRuntime((caller) => {
-    const body = andThen(announce, restore(work))
-    // built only when needed: an error captures a stack trace
-    const leaseLost = (): Effect.Effect<A, E | LeaseLost> => Effect.fail(new LeaseLost({ userId }))
-    let lostAs: FiberId.FiberId | undefined
-    const interruptOnLoss = (fiber: RuntimeFiber) =>
-      lease.watch!(() => {
-        lostAs = FiberId.unsafeMake()
-        fiber.unsafeInterruptAsFork(lostAs)
-      })
-    if (hasChildren(caller)) {
-      return Effect.flatMap(Effect.fork(Effect.ensuring(body, release)), (child) => {
-        interruptOnLoss(child)
-        return Effect.flatMap(
-          Effect.onInterrupt(restore(Fiber.await(child)), () => Fiber.interrupt(child)),
-          // as Fiber.join: what the work set in FiberRefs stays set after it
-          (exit) => Effect.zipRight(Fiber.inheritAll(child), lostAs && Exit.isInterrupted(exit) ? leaseLost() : exit)
-        )
-      })
+const holders = FiberRef.unsafeMake<ReadonlyArray<Holder>>([], {
+  join: (parent, child) => {
+    const joiner = Fiber.getCurrentFiber()
+    const all = new Set([...parent, ...child])
+    for (const holder of all) {
+      if (holder.released) all.delete(holder)
+      else if (Option.isSome(joiner) && holder.fiber !== joiner.value && holder.fiber.unsafePoll() !== null) {
+        holder.fiber = joiner.value
+      }
     }
-    interruptOnLoss(caller)
-    return Effect.flatMap(Effect.exit(body), (exit) =>
-      Effect.flatMap(release, (): Effect.Effect<A, E | LeaseLost> => {
-        if (lostAs === undefined) return exit
-        // take back this loss's interruption: if none other is left, the work stopped for the loss
-        const others = HashSet.remove(Cause.interruptors(caller.getFiberRef(FiberRef.interruptedCause)), lostAs)
-        const rest = HashSet.reduce(others, Cause.empty as Cause.Cause<never>, (all, id) =>
-          Cause.sequential(all, Cause.interrupt(id))
-        )
-        return Effect.zipRight(
-          FiberRef.set(FiberRef.interruptedCause, rest),
-          HashSet.size(others) === 0 && Exit.isInterrupted(exit) ? leaseLost() : exit
-        )
-      })
+    return Array.from(all)
+  }
+})
+
+/** Until the slot is released, a lost `lease` interrupts the fiber holding the slot (see `holders`). */
+const stopHolderOnLoss = (lease: Lease): Effect.Effect<Holder> =>
+  Effect.withFiberRuntime((fiber) => {
+    const holder: Holder = { fiber, released: false }
+    lease.watch(() => holder.fiber.unsafeInterruptAsFork(FiberId.none))
+    return Effect.as(
+      FiberRef.update(holders, (all) => [...all.filter((other) => !other.released), holder]),
+      holder
     )
   })
 
-/** Builds a store for a manager's global options. */
-export type MakeStore<E, R> = (maxTotal: number, maxWaitingPerUser: number) => Effect.Effect<Store, E, R>
+/**
+ * Runs `body` under a slot whose `lease` can be lost, then `release`: the body runs in a child
+ * fiber, which a lost lease (or a store closing) interrupts; `withSlot` then fails with
+ * `LeaseLost` (even when the body was uninterruptible and finished: it ran without its slot).
+ * Interrupting the caller interrupts the body. Called with interruption disabled, so the
+ * release is in place before anything can interrupt the body.
+ */
+const guarded = <A, E, R>(
+  restore: Restore,
+  body: Effect.Effect<A, E, R>,
+  release: Effect.Effect<void>,
+  lease: Lease,
+  userId: UserId
+): Effect.Effect<A, E | LeaseLost, R> =>
+  Effect.flatMap(Effect.fork(restore(body)), (child) => {
+    lease.watch(() => child.unsafeInterruptAsFork(FiberId.none))
+    return restore(Fiber.await(child)).pipe(
+      Effect.onInterrupt(() => Fiber.interrupt(child)),
+      Effect.ensuring(release),
+      Effect.flatMap((exit) =>
+        // as Fiber.join: what the body set in FiberRefs stays set after it
+        Effect.zipRight(
+          Fiber.inheritAll(child),
+          lease.isLost() ? Effect.fail(new LeaseLost({ userId })) : (exit as Exit.Exit<A, E | LeaseLost>)
+        )
+      )
+    )
+  })
+
+/** Builds a store for a manager's configuration. */
+export type MakeStore<E, R> = (config: StoreConfig) => Effect.Effect<Store, E, R>
 
 /** Builds the QueueManager service over a fresh in-memory store. */
 export const make = (options: Options): Effect.Effect<Service, ConfigError.ConfigError> =>
-  makeWith(options, (maxTotal, maxWaitingPerUser) => Effect.sync(() => makeMemoryStore(maxTotal, maxWaitingPerUser)))
+  makeWith(options, (config) => Effect.sync(() => makeMemoryStore(config)))
 
 /** Builds the QueueManager service (the policy) over the store `makeStore` builds. */
 export const makeWith = <E, R>(
@@ -149,16 +142,13 @@ export const makeWith = <E, R>(
   makeStore: MakeStore<E, R>
 ): Effect.Effect<Service, ConfigError.ConfigError | E, R> =>
   Effect.gen(function* () {
-    let maxUserQueue = yield* validateLimit("maxUserQueue", options.maxUserQueue)
+    const maxUserQueue = yield* validateLimit("maxUserQueue", options.maxUserQueue)
     const maxTotal = yield* validateLimit("maxTotal", options.maxTotal ?? 0)
     const maxWaitingPerUser = yield* validateLimit("maxWaitingPerUser", options.maxWaitingPerUser ?? 100)
     const userLimit = yield* validateUserLimit(options.userLimit)
-    const store = yield* makeStore(maxTotal, maxWaitingPerUser)
-    const reporter = makeReporter(store.local)
-    const report = (fiber: RuntimeFiber) => reporter(fiber.getFiberRef(FiberRef.currentMetricLabels))
 
     /** The limit of `userId` under the default `base`; a tier function returning garbage is a defect. */
-    const limitUnder = (userId: UserId, base: number): number => {
+    const limitOf = (userId: UserId, base: number): number => {
       if (userLimit === undefined) return base
       const limit = userLimit(userId, base)
       if (Number.isSafeInteger(limit) && limit >= 0) return limit
@@ -167,12 +157,19 @@ export const makeWith = <E, R>(
       )
     }
 
+    const store = yield* makeStore({ maxUserQueue, maxTotal, maxWaitingPerUser, limitOf })
+    const reporter = makeReporter(store.local)
+    const report = (fiber: RuntimeFiber) => reporter(fiber.getFiberRef(FiberRef.currentMetricLabels))
+    const limitFor = (userId: UserId) => limitOf(userId, store.limits().maxUserQueue)
+    // a resize and a shutdown each take a round trip on a shared store: one at a time
+    const reconfiguring = yield* Effect.makeSemaphore(1)
+
     const release = (userId: UserId, grant: Grant | undefined) =>
       traced("QueueManager.release", { userId }, (fiber) => {
         const active = store.release(userId, grant?.lease)
         report(fiber)
-        if (active === undefined) return debug(fiber, "release ignored: no slot held", { userId })
-        return debug(fiber, "slot released", active === "sent" ? { userId } : { userId, active })
+        if (active === undefined) return debug(fiber, "release ignored: no slot held", () => ({ userId }))
+        return debug(fiber, "slot released", () => (active === "sent" ? { userId } : { userId, active }))
       })
 
     /**
@@ -184,13 +181,13 @@ export const makeWith = <E, R>(
       name: string,
       userId: UserId,
       options: SlotOptions | undefined,
+      raw: boolean,
       use: (restore: Restore, announce: Effect.Effect<void>, grant: Grant) => Effect.Effect<A, E, R>
     ): Effect.Effect<A, E | QueueFull | QueueShutdown | StoreUnavailable, R> =>
       withValidUserId(userId, (id) =>
         Effect.uninterruptibleMask((restore) =>
           traced<A, E | QueueFull | QueueShutdown | StoreUnavailable, R>(name, { userId: id, ...options }, (fiber) => {
             const bypass = options?.bypassUserLimit === true
-            const limit = limitUnder(id, maxUserQueue)
             const wait = options?.onFull === "wait"
             const decide = (
               outcome: Outcome
@@ -200,13 +197,18 @@ export const makeWith = <E, R>(
                 case "Acquired":
                   return use(
                     restore,
-                    debug(fiber, "slot acquired", { userId: id, active: outcome.grant.active, limit, bypass }),
+                    debug(fiber, "slot acquired", () => ({
+                      userId: id,
+                      active: outcome.grant.active,
+                      limit: limitFor(id),
+                      bypass
+                    })),
                     outcome.grant
                   )
                 case "Refused": {
                   const { reason, active, limit } = outcome
                   return Effect.zipRight(
-                    debug(fiber, "slot refused", { userId: id, reason, active, limit, bypass }),
+                    debug(fiber, "slot refused", () => ({ userId: id, reason, active, limit, bypass })),
                     Effect.fail(new QueueFull({ userId: id, reason, active, limit }))
                   )
                 }
@@ -215,7 +217,7 @@ export const makeWith = <E, R>(
                 case "Waiting": {
                   const ticket = outcome.ticket
                   return Effect.flatMap(Clock.currentTimeMillis, (since) =>
-                    debug(fiber, "slot waiting", { userId: id, waiting: store.local.waiting, bypass }).pipe(
+                    debug(fiber, "slot waiting", () => ({ userId: id, waiting: store.local.waiting, bypass })).pipe(
                       Effect.zipRight(restore(store.awaitTurn(ticket))),
                       Effect.onExit((exit) =>
                         Exit.isSuccess(exit) ? Effect.void : Effect.tap(store.leave(ticket), () => report(fiber))
@@ -227,13 +229,13 @@ export const makeWith = <E, R>(
                             report(fiber)
                             return Effect.zipRight(
                               Metric.update(QueueMetrics.waitTime, (now - since) / 1000),
-                              debug(fiber, "slot acquired after waiting", {
+                              debug(fiber, "slot acquired after waiting", () => ({
                                 userId: id,
                                 active: grant.active,
-                                limit,
+                                limit: limitFor(id),
                                 bypass,
                                 waitedMillis: now - since
-                              })
+                              }))
                             )
                           }),
                           grant
@@ -245,76 +247,106 @@ export const makeWith = <E, R>(
               }
             }
             return store.now
-              ? decide(store.now.acquire(id, limit, bypass, wait))
-              : Effect.flatMap(store.acquire(id, limit, bypass, wait), decide)
+              ? decide(store.now.acquire(id, bypass, wait))
+              : Effect.flatMap(store.acquire(id, bypass, wait, raw), decide)
           })
         )
       )
 
     const resize: Service["resize"] = (limits) =>
-      Effect.gen(function* () {
-        const nextDefault =
-          limits.maxUserQueue === undefined ? maxUserQueue : yield* validateLimit("maxUserQueue", limits.maxUserQueue)
-        const nextTotal =
-          limits.maxTotal === undefined ? store.maxTotal() : yield* validateLimit("maxTotal", limits.maxTotal)
-        yield* store.resize(nextTotal, (userId) => limitUnder(userId, nextDefault))
-        maxUserQueue = nextDefault
-        yield* Effect.withFiberRuntime((fiber) => {
-          report(fiber)
-          return Effect.annotateLogs(Effect.logInfo("QueueManager resized"), { maxUserQueue, maxTotal: nextTotal })
-        })
-      })
-
-    const shutdown = Effect.withFiberRuntime((fiber) => {
-      const first = !store.isShutdown()
-      return Effect.zipRight(
-        store.shutdown,
-        Effect.suspend(() => {
-          report(fiber)
-          return first
-            ? Effect.annotateLogs(Effect.logInfo("QueueManager shut down"), { inFlight: store.local.inFlight })
-            : Effect.void
+      reconfiguring.withPermits(1)(
+        Effect.gen(function* () {
+          const current = store.limits()
+          const next = {
+            maxUserQueue:
+              limits.maxUserQueue === undefined
+                ? current.maxUserQueue
+                : yield* validateLimit("maxUserQueue", limits.maxUserQueue),
+            maxTotal:
+              limits.maxTotal === undefined ? current.maxTotal : yield* validateLimit("maxTotal", limits.maxTotal)
+          }
+          yield* store.resize(next)
+          yield* Effect.withFiberRuntime((fiber) => {
+            report(fiber)
+            return Effect.annotateLogs(Effect.logInfo("QueueManager resized"), next)
+          })
         })
       )
-    })
+
+    const shutdown = reconfiguring.withPermits(1)(
+      Effect.withFiberRuntime((fiber) => {
+        const first = !store.isShutdown()
+        return Effect.zipRight(
+          store.shutdown,
+          Effect.suspend(() => {
+            report(fiber)
+            return first
+              ? Effect.annotateLogs(Effect.logInfo("QueueManager shut down"), { inFlight: store.local.inFlight })
+              : Effect.void
+          })
+        )
+      })
+    )
 
     yield* Effect.annotateLogs(Effect.logInfo("QueueManager ready"), {
-      maxUserQueue,
-      maxTotal,
+      maxUserQueue: store.limits().maxUserQueue,
+      maxTotal: store.limits().maxTotal,
       maxWaitingPerUser,
       tiers: userLimit !== undefined
     })
 
+    const slotOf = (userId: UserId, grant: Grant): Slot => ({ userId, token: grant.token })
+
     return {
       get maxUserQueue() {
-        return maxUserQueue
+        return store.limits().maxUserQueue
       },
-      limitFor: (userId) => withValidUserId(userId, (id) => Effect.sync(() => limitUnder(id, maxUserQueue))),
+      limitFor: (userId) => withValidUserId(userId, (id) => Effect.sync(() => limitFor(id))),
       activeCount: (userId) => withValidUserId(userId, store.count),
       activeUsers: store.users,
       tryAcquire: (userId: UserId, options?: AcquireOptions) =>
-        acquire("QueueManager.tryAcquire", userId, options, (_restore, announce) => Effect.as(announce, true)).pipe(
-          Effect.catchTag("QueueFull", () => Effect.succeed(false))
-        ),
+        acquire("QueueManager.tryAcquire", userId, options, true, (_restore, announce) =>
+          Effect.as(announce, true)
+        ).pipe(Effect.catchTag("QueueFull", () => Effect.succeed(false))),
       release: (userId) => withValidUserId(userId, (id) => release(id, undefined)),
       slot: (userId, options) =>
-        acquire("QueueManager.slot", userId, options, (_restore, announce, grant) =>
-          Effect.zipRight(
-            Effect.addFinalizer(() => release(userId, grant)),
-            grant.lease?.watch === undefined ? announce : Effect.zipRight(interruptOnLoss(grant.lease), announce)
+        acquire("QueueManager.slot", userId, options, false, (_restore, announce, grant) => {
+          const lease = grant.lease
+          const slot = slotOf(userId, grant)
+          if (lease === undefined)
+            return Effect.as(
+              Effect.zipRight(
+                Effect.addFinalizer(() => release(userId, grant)),
+                announce
+              ),
+              slot
+            )
+          return Effect.flatMap(stopHolderOnLoss(lease), (holder) =>
+            Effect.as(
+              Effect.zipRight(
+                Effect.addFinalizer(() =>
+                  Effect.zipRight(
+                    Effect.sync(() => (holder.released = true)),
+                    release(userId, grant)
+                  )
+                ),
+                announce
+              ),
+              slot
+            )
           )
-        ),
+        }),
       withSlot: (userId, options) => (self) =>
-        acquire("QueueManager.withSlot", userId, options, (restore, announce, grant) =>
-          grant.lease?.watch === undefined
-            ? Effect.ensuring(andThen(announce, restore(self)), release(userId, grant))
-            : guarded(restore, self, release(userId, grant), announce, grant.lease, userId)
-        ),
+        acquire("QueueManager.withSlot", userId, options, false, (restore, announce, grant) => {
+          const body = Effect.isEffect(self) ? self : Effect.suspend(() => self(slotOf(userId, grant)))
+          return grant.lease === undefined
+            ? Effect.ensuring(andThen(announce, restore(body)), release(userId, grant))
+            : guarded(restore, andThen(announce, body), release(userId, grant), grant.lease, userId)
+        }),
       snapshot: store.snapshot,
       stats: Effect.map(store.totals, (totals) => ({
         ...totals,
-        maxUserQueue,
-        maxTotal: store.maxTotal(),
+        ...store.limits(),
         maxWaitingPerUser,
         shutdown: store.isShutdown()
       })),

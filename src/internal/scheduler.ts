@@ -1,12 +1,23 @@
 import { HashMap, Option } from "effect"
 import type { UserId } from "../QueueManager.js"
 import type { RefusalReason } from "./errors.js"
-import type { Local, Outcome, Ticket } from "./store.js"
+import type { Grant, Limits, Local, Outcome, StoreConfig, Ticket } from "./store.js"
+
+/**
+ * Slots held outside the scheduler that its limits must count too: those this process holds
+ * in the shared store while the scheduler stands in for it (Redis unreachable).
+ */
+export interface Outside {
+  readonly count: (userId: UserId) => number
+  readonly total: () => number
+}
 
 /** A request waiting for a slot. `wake` is set once its fiber is suspended on it. */
 export class Waiter implements Ticket {
   state: "waiting" | "admitted" | "refused" | "gone" = "waiting"
   wake: ((admitted: boolean) => void) | undefined = undefined
+  /** What it was granted, once admitted. */
+  grant: Grant | undefined = undefined
   constructor(
     readonly userId: UserId,
     readonly bypass: boolean
@@ -39,19 +50,40 @@ export class Scheduler implements Local {
   acquired = 0
   readonly refused: Record<RefusalReason | "shutdown", number> = { user: 0, global: 0, waiting: 0, shutdown: 0 }
   isShutdown = false
+  maxUserQueue: number
+  maxTotal: number
+  /** The last fencing token handed out: each grant gets the next. */
+  private token = 0
+  private readonly maxWaitingPerUser: number
+  private readonly limitOf: StoreConfig["limitOf"]
   private readonly lines = new Map<UserId, Line>()
   private readonly ready = new Set<UserId>()
   private readonly idle = new Set<() => void>()
 
   constructor(
-    public maxTotal: number,
-    readonly maxWaitingPerUser: number
-  ) {}
+    config: StoreConfig,
+    private readonly outside?: Outside
+  ) {
+    this.maxUserQueue = config.maxUserQueue
+    this.maxTotal = config.maxTotal
+    this.maxWaitingPerUser = config.maxWaitingPerUser
+    this.limitOf = config.limitOf
+  }
 
-  /** Slots `userId` holds. */
+  /** Slots `userId` holds here. */
   count(userId: UserId): number {
     const active = HashMap.get(this.counts, userId)
     return Option.isSome(active) ? active.value : 0
+  }
+
+  /** Slots `userId` holds, here and outside. */
+  private held(userId: UserId): number {
+    return this.outside === undefined ? this.count(userId) : this.count(userId) + this.outside.count(userId)
+  }
+
+  /** Slots held in all, here and outside. */
+  private get total(): number {
+    return this.outside === undefined ? this.inFlight : this.inFlight + this.outside.total()
   }
 
   /** The number of users holding at least one slot. */
@@ -64,30 +96,25 @@ export class Scheduler implements Local {
     return this.lines.size
   }
 
-  /** Users with waiting requests (whose limits a resize must recompute). */
-  waitingUserIds(): Iterable<UserId> {
-    return this.lines.keys()
-  }
-
   /**
-   * Takes a slot if `userId` may have one now (`limit` is its per-user limit, 0 = none);
+   * Takes a slot if `userId` may have one now (under its limit, 0 = none, and `maxTotal`);
    * otherwise refuses, or with `wait` joins the end of the user's line.
    */
-  acquire(userId: UserId, limit: number, bypass: boolean, wait: boolean): Outcome {
+  acquire(userId: UserId, bypass: boolean, wait: boolean): Outcome {
+    const limit = this.limitOf(userId, this.maxUserQueue)
     if (this.isShutdown) {
       this.refused.shutdown++
       return { _tag: "Shutdown" }
     }
-    const active = this.count(userId)
+    const active = this.held(userId)
     const fitsUser = bypass || limit === 0 || active < limit
-    const fitsTotal = this.maxTotal === 0 || this.inFlight < this.maxTotal
+    const fitsTotal = this.maxTotal === 0 || this.total < this.maxTotal
     const line = this.lines.get(userId)
     if (fitsUser && fitsTotal && (!wait || line === undefined)) {
-      this.grant(userId, active)
-      return { _tag: "Acquired", grant: { active: active + 1, lease: undefined } }
+      return { _tag: "Acquired", grant: this.grant(userId, this.outside === undefined ? active : this.count(userId)) }
     }
     if (!wait) {
-      return fitsUser ? this.refuse("global", this.inFlight, this.maxTotal) : this.refuse("user", active, limit)
+      return fitsUser ? this.refuse("global", this.total, this.maxTotal) : this.refuse("user", active, limit)
     }
     const queued = line === undefined ? 0 : line.waiters.size
     if (this.maxWaitingPerUser > 0 && queued >= this.maxWaitingPerUser) {
@@ -111,14 +138,19 @@ export class Scheduler implements Local {
     const left = active.value - 1
     this.counts = left > 0 ? HashMap.set(this.counts, userId, left) : HashMap.remove(this.counts, userId)
     this.inFlight--
-    const line = this.lines.get(userId)
-    if (line !== undefined && this.headFits(userId, line)) this.ready.add(userId)
-    this.dispatch()
+    this.recheck(userId)
     if (this.inFlight === 0) {
       for (const wake of this.idle) wake()
       this.idle.clear()
     }
     return left
+  }
+
+  /** A slot of `userId` was given back (here or outside): admits whoever can use it. */
+  recheck(userId: UserId): void {
+    const line = this.lines.get(userId)
+    if (line !== undefined && this.headFits(userId, line)) this.ready.add(userId)
+    this.dispatch()
   }
 
   /**
@@ -146,11 +178,17 @@ export class Scheduler implements Local {
     }
   }
 
-  /** Changes `maxTotal` and the per-user limits of waiting users, then admits whoever now fits. */
-  resize(maxTotal: number, limits: ReadonlyMap<UserId, number>): void {
-    this.maxTotal = maxTotal
+  /**
+   * Changes the limits and the limits of waiting users (all computed before any changes, so a
+   * tier function that throws changes nothing), then admits whoever now fits.
+   */
+  resize(limits: Limits): void {
+    const lineLimits = Array.from(this.lines.keys(), (userId) => this.limitOf(userId, limits.maxUserQueue))
+    this.maxUserQueue = limits.maxUserQueue
+    this.maxTotal = limits.maxTotal
+    let i = 0
     for (const [userId, line] of this.lines) {
-      line.limit = limits.get(userId) ?? line.limit
+      line.limit = lineLimits[i++]!
       if (this.headFits(userId, line)) this.ready.add(userId)
       else this.ready.delete(userId)
     }
@@ -182,10 +220,13 @@ export class Scheduler implements Local {
     return () => this.idle.delete(wake)
   }
 
-  private grant(userId: UserId, active: number): void {
-    this.counts = HashMap.set(this.counts, userId, active + 1)
+  /** Takes a slot for `userId`, which holds `held` here. */
+  private grant(userId: UserId, held: number): Grant {
+    const active = held + 1
+    this.counts = HashMap.set(this.counts, userId, active)
     this.inFlight++
     this.acquired++
+    return { active, token: ++this.token, lease: undefined }
   }
 
   private refuse(reason: RefusalReason, active: number, limit: number): Outcome {
@@ -194,19 +235,19 @@ export class Scheduler implements Local {
   }
 
   private headFits(userId: UserId, line: Line): boolean {
-    return first(line.waiters).bypass || line.limit === 0 || this.count(userId) < line.limit
+    return first(line.waiters).bypass || line.limit === 0 || this.held(userId) < line.limit
   }
 
   /** Hands free capacity to the users in `ready`, one slot per turn. */
   private dispatch(): void {
-    while (this.ready.size > 0 && (this.maxTotal === 0 || this.inFlight < this.maxTotal)) {
+    while (this.ready.size > 0 && (this.maxTotal === 0 || this.total < this.maxTotal)) {
       const userId = first(this.ready)
       this.ready.delete(userId)
       const line = this.lines.get(userId)!
       const waiter = first(line.waiters)
       line.waiters.delete(waiter)
       this.waiting--
-      this.grant(userId, this.count(userId))
+      waiter.grant = this.grant(userId, this.count(userId))
       waiter.state = "admitted"
       waiter.wake?.(true)
       if (line.waiters.size === 0) this.lines.delete(userId)

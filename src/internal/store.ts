@@ -2,18 +2,21 @@ import type { Effect, HashMap } from "effect"
 import type { UserId } from "../QueueManager.js"
 import type { QueueShutdown, RefusalReason, StoreUnavailable } from "./errors.js"
 
-/** A held slot, as a store knows it; the in-memory store's slots have none. */
+/** A held slot that can be lost before it is released (a Redis lease). */
 export interface Lease {
   /**
-   * For a lease that can be lost (Redis): calls `onLost` if it is lost before it is released
-   * (at once if it already is). `undefined` for a lease that cannot be lost.
+   * Calls `onLost` once if the slot stops being this holder's before it is released (at once if
+   * it already has): the lease was lost, or the store is closing (`isLost` tells which).
    */
-  readonly watch: ((onLost: () => void) => void) | undefined
+  readonly watch: (onLost: () => void) => void
+  /** Whether the lease was lost (expired, or the store lost its state), not merely revoked by a close. */
+  readonly isLost: () => boolean
 }
 
-/** A slot handed to a caller: the user's count after it, and its lease if it has one. */
+/** A slot handed to a caller: the user's count after it, its fencing token, and its lease if it can be lost. */
 export interface Grant {
   readonly active: number
+  readonly token: number
   readonly lease: Lease | undefined
 }
 
@@ -51,6 +54,22 @@ export interface Local {
   readonly refused: Refusals
 }
 
+/** The limits in force. */
+export interface Limits {
+  readonly maxUserQueue: number
+  readonly maxTotal: number
+}
+
+/**
+ * How a store is configured: the limits it starts with, the waiting bound, and `limitOf`, the
+ * limit of a user under a default (tiers); `limitOf` throws an `IllegalArgumentException` for
+ * a tier function returning garbage, before the store changes anything.
+ */
+export interface StoreConfig extends Limits {
+  readonly maxWaitingPerUser: number
+  readonly limitOf: (userId: UserId, maxUserQueue: number) => number
+}
+
 /**
  * What a release did: the user's count left; `"sent"` when the store gave the slot back
  * without waiting to learn the count (Redis); `undefined` if the user held none.
@@ -58,40 +77,46 @@ export interface Local {
 export type Released = number | "sent" | undefined
 
 /**
- * The state boundary behind the QueueManager policy: counts, the global cap, waiting
- * lines and fairness. The policy validates, computes each user's limit, logs, reports and
- * makes every acquisition interrupt-safe; a store only keeps its promises per operation.
+ * The state boundary behind the QueueManager policy: counts, limits, waiting lines and
+ * fairness. The policy validates, logs, reports and makes every acquisition interrupt-safe; a
+ * store keeps its promises per operation.
  */
 export interface Store {
-  /** Takes a slot unless `limit` (0 = none) or `maxTotal` forbids it; then refuses, or with `wait` queues. */
+  /**
+   * Takes a slot unless the user's limit or `maxTotal` forbids it; then refuses, or with `wait`
+   * queues. `raw`: a slot for `tryAcquire`, which only a `release` without a lease gives back.
+   */
   readonly acquire: (
     userId: UserId,
-    limit: number,
     bypass: boolean,
-    wait: boolean
+    wait: boolean,
+    raw: boolean
   ) => Effect.Effect<Outcome, StoreUnavailable>
   /** Suspends until the ticket is admitted (interruptible). */
   readonly awaitTurn: (ticket: Ticket) => Effect.Effect<Grant, QueueShutdown | StoreUnavailable>
   /** The ticket's caller stopped waiting without taking its slot: remove it, or give back what it was granted. */
   readonly leave: (ticket: Ticket) => Effect.Effect<void>
-  /** Gives back one slot (the one `lease` names, if any), at once: a shared store sends it in the background. */
+  /**
+   * Gives back one slot at once (a shared store sends it in the background): the one `lease`
+   * names, or without a lease one taken for `tryAcquire`.
+   */
   readonly release: (userId: UserId, lease: Lease | undefined) => Released
   readonly count: (userId: UserId) => Effect.Effect<number, StoreUnavailable>
   readonly users: Effect.Effect<number, StoreUnavailable>
   readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>, StoreUnavailable>
   readonly totals: Effect.Effect<Totals, StoreUnavailable>
-  /** The global cap in force (0 = none). */
-  readonly maxTotal: () => number
-  /** Sets `maxTotal` and the limits of waiting users (`limitOf` may throw: then nothing changes), then admits who fits. */
-  readonly resize: (maxTotal: number, limitOf: (userId: UserId) => number) => Effect.Effect<void, StoreUnavailable>
+  /** The limits in force (for a shared store, as its last answer told). */
+  readonly limits: () => Limits
+  /** Sets the limits, recomputing the limits of waiting users, then admits who fits. */
+  readonly resize: (limits: Limits) => Effect.Effect<void, StoreUnavailable>
   /** Refuses new acquisitions of this process and fails its waiters with `QueueShutdown`. */
   readonly shutdown: Effect.Effect<void>
   readonly isShutdown: () => boolean
-  /** Completes once this process holds no slot. */
+  /** Completes once this process holds no slot and has no acquisition on its way. */
   readonly awaitIdle: Effect.Effect<void>
   readonly local: Local
   /** The same `acquire`, for a store that answers synchronously (the hit path skips a step). */
   readonly now?: {
-    readonly acquire: (userId: UserId, limit: number, bypass: boolean, wait: boolean) => Outcome
+    readonly acquire: (userId: UserId, bypass: boolean, wait: boolean) => Outcome
   }
 }

@@ -1,26 +1,41 @@
-import { Clock, Context, DefaultServices, Duration, Effect } from "effect"
+import { Effect } from "effect"
 import type { Scope } from "effect"
 import { Command, Redis, type RedisOptions } from "ioredis"
 import { StoreUnavailable } from "../errors.js"
-import { evalScripts, functionNames, library, type Script } from "./scripts.js"
+import { evalScripts, functionNames, library, type Script } from "./lua.js"
 
-/** Effect's live clock: leases live in Redis's real time, whatever clock the caller runs under (e.g. a TestClock). */
-export const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
+/**
+ * A call that failed; `reached` tells whether Redis may have run it (a timeout, a connection
+ * lost with the call in flight) or surely did not (the connection was down when it was made).
+ */
+export class CallFailed extends Error {
+  constructor(
+    message: string,
+    readonly reached: boolean
+  ) {
+    super(message)
+  }
+}
 
-/** Sleeps in real time. */
-export const sleepLive = (millis: number) => Effect.withClock(Effect.sleep(Duration.millis(millis)), liveClock)
-
-/** A connection that runs the store's scripts, each in one round trip. */
+/** A connection that runs the store's calls, each in one round trip. */
 export interface Connection {
   readonly redis: Redis
-  readonly run: (script: Script, args: ReadonlyArray<string | number>) => Promise<unknown>
-  /** Fails `answer` (a call on `redis`) if it does not come within the timeout; `run` does so itself. */
+  /** Runs `script` on `keys` with `args`; fails with `CallFailed` unless answered within the timeout. */
+  readonly run: (script: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string | number>) => Promise<unknown>
+  /** Fails `answer` (a call on `redis`) with `CallFailed` if it does not come within the timeout. */
   readonly within: <A>(answer: Promise<A>) => Promise<A>
 }
 
 const describe = (error: unknown) => (error instanceof Error ? error.message : String(error))
 
-/** Turns a failed or garbled Redis call into `StoreUnavailable` naming the operation. */
+/** With the offline queue off, ioredis refuses a call made while disconnected: it never left. */
+const neverSent = (error: unknown) => describe(error).startsWith("Stream isn't writeable")
+
+/** A failed call as `CallFailed`, telling whether it may have reached Redis. */
+const asFailure = (error: unknown) =>
+  error instanceof CallFailed ? error : new CallFailed(describe(error), !neverSent(error))
+
+/** Turns a failed or garbled call into `StoreUnavailable` naming the operation. */
 export const unavailable = (operation: string) => (error: unknown) =>
   new StoreUnavailable({ operation, reason: describe(error) })
 
@@ -41,70 +56,71 @@ const makeDeadlines = (timeoutMillis: number) => {
     for (const call of pending) {
       if (call.at > now) return arm(call.at - now)
       pending.delete(call)
-      call.fail(new Error(`Redis did not answer within ${timeoutMillis} ms`))
+      call.fail(new CallFailed(`Redis did not answer within ${timeoutMillis} ms`, true))
     }
   }
-  return {
-    within: <A>(answer: Promise<A>): Promise<A> =>
-      new Promise<A>((resolve, reject) => {
-        const call = { at: performance.now() + timeoutMillis, fail: reject }
-        pending.add(call)
-        if (timer === undefined) arm(timeoutMillis)
-        answer.then(
-          (value) => {
-            pending.delete(call)
-            resolve(value)
-          },
-          (error: unknown) => {
-            pending.delete(call)
-            reject(error)
-          }
-        )
-      })
-  }
+  return <A>(answer: Promise<A>): Promise<A> =>
+    new Promise<A>((resolve, reject) => {
+      const call = { at: performance.now() + timeoutMillis, fail: reject }
+      pending.add(call)
+      if (timer === undefined) arm(timeoutMillis)
+      answer.then(
+        (value) => {
+          pending.delete(call)
+          resolve(value)
+        },
+        (error: unknown) => {
+          pending.delete(call)
+          reject(asFailure(error))
+        }
+      )
+    })
 }
 
 type Run = Connection["run"]
 
-/** Runs the scripts with `EVALSHA`, each loaded on its first use (and again if Redis lost it). */
+/** Sends `command` with its arguments already flat and as strings (ioredis would flatten them again). */
+const send = (redis: Redis, command: string, head: ReadonlyArray<string>, args: ReadonlyArray<string | number>) => {
+  const flat = [...head]
+  for (const arg of args) flat.push(String(arg))
+  const call = new Command(command, [], { replyEncoding: "utf8" })
+  call.args = flat
+  return redis.sendCommand(call) as Promise<unknown>
+}
+
+/** Runs the calls with `EVALSHA`, each script loaded on its first use (and again if Redis lost it). */
 const byScripts = (redis: Redis): Run => {
-  for (const [script, lua] of Object.entries(evalScripts)) redis.defineCommand(`qm_${script}`, { numberOfKeys: 0, lua })
+  for (const [script, lua] of Object.entries(evalScripts)) redis.defineCommand(`qm_${script}`, { lua })
   const commands = redis as unknown as Record<string, (...args: ReadonlyArray<string | number>) => Promise<unknown>>
-  return (script, args) => commands[`qm_${script}`]!(...args)
+  return (script, keys, args) => commands[`qm_${script}`]!(keys.length, ...keys, ...args)
 }
 
 /**
- * Runs the scripts as functions of the library, loaded now (resolves once it is) and again
+ * Runs the calls as functions of the library, loaded now (resolves once it is) and again
  * whenever Redis has lost it (a restart without persistence, `FUNCTION FLUSH`). A call Redis
- * refused for want of it is sent again once it is back, unless its caller has given up by
- * then (`timeoutMillis`); calls made meanwhile wait for the library, so that they go out after
- * the earlier ones sent again, in the order they were made.
+ * refused for want of it never ran: it is sent again once the library is back, unless its
+ * caller has given up by then (`timeoutMillis`); calls made meanwhile wait for the library, so
+ * that they go out after the earlier ones sent again, in the order they were made.
  */
 const byFunctions = async (redis: Redis, timeoutMillis: number): Promise<Run> => {
   let loading: Promise<unknown> | undefined
   const load = () =>
     (loading ??= redis.call("FUNCTION", "LOAD", "REPLACE", library).finally(() => (loading = undefined)))
   await load()
-  // the arguments go in already flat and as strings: `redis.call` would flatten them with
-  // `Array.prototype.flat`, which took about 6 µs for a batch's 90 arguments
-  const fcall: Run = (script, args) => {
-    const command = new Command("FCALL", [], { replyEncoding: "utf8" })
-    const flat = [functionNames[script], "0"]
-    for (const arg of args) flat.push(String(arg))
-    command.args = flat
-    return redis.sendCommand(command) as Promise<unknown>
-  }
-  const run: Run = (script, args) => {
+  const fcall: Run = (script, keys, args) =>
+    send(redis, "FCALL", [functionNames[script], String(keys.length), ...keys], args)
+  const run: Run = (script, keys, args) => {
     const madeAt = performance.now()
-    return fcall(script, args).catch((error: unknown) => {
+    return fcall(script, keys, args).catch((error: unknown) => {
       if (!describe(error).includes("Function not found")) throw error
       return load().then(() => {
-        if (performance.now() - madeAt >= timeoutMillis) throw error
-        return fcall(script, args)
+        if (performance.now() - madeAt >= timeoutMillis) throw new CallFailed(describe(error), false)
+        return fcall(script, keys, args)
       })
     })
   }
-  return (script, args) => (loading === undefined ? run(script, args) : loading.then(() => run(script, args)))
+  return (script, keys, args) =>
+    loading === undefined ? run(script, keys, args) : loading.then(() => run(script, keys, args))
 }
 
 /** A server's version as a number: 6.2 is 602. */
@@ -113,12 +129,15 @@ const versionOf = (info: string) => {
   return version === null ? undefined : Number(version[1]) * 100 + Number(version[2])
 }
 
+/** The database a URL or ioredis options ask for (0 when none is named). */
+const databaseOf = (redis: Redis) => redis.options.db ?? 0
+
 /**
  * Opens a connection (a URL or ioredis options) and checks that the server is Redis 6.2 or
- * later, within `timeoutMillis`; commands then fail after `timeoutMillis` instead of hanging,
- * and at once while disconnected (ioredis reconnects in the background). On Redis 7 and later
- * the scripts run as a function library, unless the server refuses to load it (e.g. an ACL
- * without `FUNCTION`): then, as on 6.2, as scripts.
+ * later and that the database asked for exists, within `timeoutMillis`; calls then fail after
+ * `timeoutMillis` instead of hanging, and at once while disconnected (ioredis reconnects in the
+ * background). On Redis 7 and later the calls run as a function library, unless the server
+ * refuses to load it (e.g. an ACL without `FUNCTION`): then, as on 6.2, as scripts.
  */
 export const connect = (
   target: string | RedisOptions,
@@ -135,7 +154,7 @@ export const connect = (
         retryStrategy: (times) => Math.min(50 * 2 ** times, 1000)
       }
       const redis = typeof target === "string" ? new Redis(target, settings) : new Redis({ ...target, ...settings })
-      const deadlines = makeDeadlines(timeoutMillis)
+      const within = makeDeadlines(timeoutMillis)
       let lastError = "no answer"
       redis.on("error", (error: unknown) => (lastError = describe(error)))
       const fail = (reason: string) => {
@@ -147,6 +166,7 @@ export const connect = (
         () => fail(`no Redis answered within ${timeoutMillis} ms (${lastError}); is it a Redis server?`),
         timeoutMillis
       )
+      const database = databaseOf(redis)
       redis
         .connect()
         .then(() => redis.info("server"))
@@ -160,6 +180,12 @@ export const connect = (
               `Redis ${Math.floor(version / 100)}.${version % 100} is too old: the queue store needs 6.2 or later`
             )
           }
+          // ioredis selects the database on its own but only logs a refusal, and goes on in database 0
+          const selected = await redis.select(database).then(
+            () => undefined,
+            (error: unknown) => describe(error)
+          )
+          if (selected !== undefined) return fail(`database ${database} cannot be selected: ${selected}`)
           const run =
             version >= 700
               ? await byFunctions(redis, timeoutMillis).catch((error: unknown) =>
@@ -167,13 +193,7 @@ export const connect = (
                 )
               : byScripts(redis)
           clearTimeout(timer)
-          resume(
-            Effect.succeed({
-              redis,
-              run: (script, args) => deadlines.within(run(script, args)),
-              within: deadlines.within
-            })
-          )
+          resume(Effect.succeed({ redis, run: (script, keys, args) => within(run(script, keys, args)), within }))
         })
         .catch((error: unknown) => fail(`${describe(error)}; is it a Redis server?`))
       return Effect.sync(() => {

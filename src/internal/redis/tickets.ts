@@ -1,0 +1,119 @@
+import { Exit } from "effect"
+import type { UserId } from "../../QueueManager.js"
+import { type QueueShutdown, StoreUnavailable } from "../errors.js"
+import type { Grant, Ticket } from "../store.js"
+import { makeWatchdog } from "./watchdog.js"
+
+type TicketEnd = Exit.Exit<Grant, QueueShutdown | StoreUnavailable>
+
+/**
+ * A request of this process waiting in Redis, until it ends: admitted (with its grant) or
+ * failed. (A `Deferred` would do, but costs more to make than the rest of a wait.)
+ */
+export class RedisTicket implements Ticket {
+  /** How it ended, once it has. */
+  end: TicketEnd | undefined
+  /** Resumes its waiter, while one waits. */
+  wake: ((end: TicketEnd) => void) | undefined
+  constructor(
+    readonly id: string,
+    readonly userId: UserId,
+    readonly epoch: string,
+    /** When the call that queued or last renewed it was sent: Redis keeps it a lease time after. */
+    public renewedAt: number,
+    readonly raw: boolean
+  ) {}
+  /** Ends it as `end`, unless it has ended already. */
+  settle(end: TicketEnd): void {
+    if (this.end !== undefined) return
+    this.end = end
+    this.wake?.(end)
+  }
+}
+
+/** What admitting a ticket needs: its count and token, and when the call that confirmed it was sent. */
+export type Admit = (ticket: RedisTicket, active: number, token: number, renewedAt: number) => void
+
+/**
+ * This process's waiting requests, and their wake-ups (published by Redis when one is admitted).
+ * A wake-up can overtake the reply that queued its request (they come on two connections): it
+ * is kept until that reply comes. A request Redis could have dropped (not renewed for a lease
+ * time, by the same deadline as leases) is given up, its waiter failed.
+ */
+export class TicketRegistry {
+  readonly waiting = new Map<string, RedisTicket>()
+  /** Wait-mode acquisitions sent and not answered yet, and wake-ups that came before their answer. */
+  private readonly asking = new Set<string>()
+  private readonly early = new Map<string, readonly [number, number]>()
+  private readonly watchdog = makeWatchdog((now) => this.expire(now))
+
+  constructor(
+    private readonly deadline: (renewedAt: number) => number,
+    private readonly admit: Admit,
+    /** A ticket given up here that Redis may still hold: to be taken out of its line. */
+    private readonly giveUp: (ticket: RedisTicket) => void
+  ) {}
+
+  /** A wait-mode acquisition `id` is on its way. */
+  expect(id: string): void {
+    this.asking.add(id)
+  }
+
+  /** The acquisition `id` was answered (or failed): its early wake-up, if any. */
+  answered(id: string): readonly [number, number] | undefined {
+    this.asking.delete(id)
+    const early = this.early.get(id)
+    this.early.delete(id)
+    return early
+  }
+
+  add(ticket: RedisTicket): void {
+    this.waiting.set(ticket.id, ticket)
+    this.watchdog.arm(this.deadline(ticket.renewedAt))
+  }
+
+  /** Redis admitted request `id` (a wake-up). */
+  woken(id: string, active: number, token: number): void {
+    const ticket = this.waiting.get(id)
+    if (ticket !== undefined) this.admitted(ticket, active, token, ticket.renewedAt)
+    else if (this.asking.has(id)) this.early.set(id, [active, token])
+    // otherwise its waiter gave up: the leave it sent gives the slot back
+  }
+
+  /** `ticket`, still waiting here, was admitted; Redis last confirmed it at `renewedAt`. */
+  admitted(ticket: RedisTicket, active: number, token: number, renewedAt: number): void {
+    if (this.waiting.delete(ticket.id)) this.admit(ticket, active, token, renewedAt)
+  }
+
+  /** Fails `ticket` (it stops waiting here). */
+  fail(ticket: RedisTicket, error: QueueShutdown | StoreUnavailable): void {
+    if (this.waiting.delete(ticket.id)) ticket.settle(Exit.fail(error))
+  }
+
+  /** Fails every waiting ticket with the error `errorOf` gives it, or only those of another state than `epoch`. */
+  failAll(errorOf: (ticket: RedisTicket) => QueueShutdown | StoreUnavailable, epoch?: string): void {
+    for (const ticket of this.waiting.values()) if (ticket.epoch !== epoch) this.fail(ticket, errorOf(ticket))
+  }
+
+  stop(): void {
+    this.watchdog.stop()
+  }
+
+  private expire(now: number): number | undefined {
+    let next: number | undefined
+    for (const ticket of this.waiting.values()) {
+      const deadline = this.deadline(ticket.renewedAt)
+      if (deadline <= now) {
+        this.fail(
+          ticket,
+          new StoreUnavailable({
+            operation: "wait",
+            reason: "Redis did not confirm the waiting request for a lease time: it was given up"
+          })
+        )
+        this.giveUp(ticket)
+      } else if (next === undefined || deadline < next) next = deadline
+    }
+    return next
+  }
+}
