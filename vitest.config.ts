@@ -28,7 +28,7 @@ export default defineConfig(async (): Promise<ViteUserConfig> => {
       projects: [
         {
           extends: true as const,
-          test: { name: "memory", include: ["test/**/*.test.ts"], exclude: ["test/redis/**"] }
+          test: { name: "memory", include: ["test/**/*.test.ts"], exclude: ["test/redis/**", "test/**/*.slow.test.ts"] }
         },
         ...(redis
           ? [
@@ -37,6 +37,7 @@ export default defineConfig(async (): Promise<ViteUserConfig> => {
                 test: {
                   name: "redis",
                   include: [...contract, "test/redis/**/*.test.ts"],
+                  exclude: ["test/**/*.slow.test.ts"],
                   env: { QUEUE_STORE: "redis" }
                 }
               }

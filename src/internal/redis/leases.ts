@@ -55,17 +55,22 @@ export class LeaseRegistry {
   private readonly perUser = new Map<UserId, number>()
   private readonly raw = new Map<UserId, Array<RedisLease>>()
   private readonly watchdog = makeWatchdog((now) => this.expire(now))
-  /** How long before Redis could expire a lease its holder is stopped: time to stop and report. */
+  /**
+   * How long before Redis could expire a lease its holder is stopped: the time to stop every
+   * holder and let it report. A sixth of a lease: one renewal round may still fail without
+   * losing anything while leaseTime > 6 × timeout (the round after it, two thirds of a lease
+   * after the last confirmed one, is answered before five sixths).
+   */
   readonly margin: number
   /** The store is closing: every holder is stopped, those granted from now on at once. */
   private revoked = false
 
   constructor(
     readonly leaseMillis: number,
-    private readonly onLost: (lease: RedisLease, why: string) => void,
+    private readonly onLost: (lost: ReadonlyArray<RedisLease>, why: string) => void,
     private readonly onChange: () => void
   ) {
-    this.margin = leaseMillis / 10
+    this.margin = leaseMillis / 6
   }
 
   /** The last moment a lease renewed (sent) at `renewedAt` may be used. */
@@ -127,19 +132,22 @@ export class LeaseRegistry {
     return this.perUser.size
   }
 
-  /** `lease` may no longer be in Redis: it is not renewed any more, and its holder is stopped. */
-  lose(lease: RedisLease, why: string): void {
-    if (lease.lost || lease.released) return
-    lease.lost = true
-    lease.stop()
-    this.onLost(lease, why)
+  /** These leases may no longer be in Redis: they are not renewed any more, and their holders are stopped. */
+  lose(leases: Iterable<RedisLease>, why: string): void {
+    const lost: Array<RedisLease> = []
+    for (const lease of leases) {
+      if (lease.lost || lease.released) continue
+      lease.lost = true
+      lost.push(lease)
+    }
+    for (const lease of lost) lease.stop()
+    if (lost.length > 0) this.onLost(lost, why)
   }
 
   /** Redis lost its state: every lease granted before is gone. */
   loseAllBut(epoch: string): void {
-    for (const lease of this.leases) {
-      if (lease.epoch !== epoch) this.lose(lease, "Redis lost its state (a restart without persistence, a flush)")
-    }
+    const lost = Array.from(this.leases).filter((lease) => lease.epoch !== epoch)
+    this.lose(lost, "Redis lost its state (a restart without persistence, a flush)")
   }
 
   /** The store is closing: every holder is told to stop (its lease is renewed until it has). */
@@ -166,12 +174,14 @@ export class LeaseRegistry {
 
   private expire(now: number): number | undefined {
     let next: number | undefined
+    const due: Array<RedisLease> = []
     for (const lease of this.leases) {
       if (lease.lost) continue
       const deadline = this.deadline(lease.renewedAt)
-      if (deadline <= now) this.lose(lease, "its lease could have expired before it was renewed")
+      if (deadline <= now) due.push(lease)
       else if (next === undefined || deadline < next) next = deadline
     }
+    this.lose(due, "its lease could have expired before Redis confirmed a renewal")
     return next
   }
 }

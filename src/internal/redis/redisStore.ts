@@ -90,8 +90,16 @@ export const makeRedisStore = (
 
     // runs logging with this layer's logger and services
     const runInBackground = yield* FiberSet.makeRuntime<never>()
-    const warn = (message: string, userId: UserId) =>
-      runInBackground(Effect.annotateLogs(Effect.logWarning(message), { userId }))
+    /** Tells the logs that slots were lost (once per event, however many: a log line costs). */
+    const warnLost = (lost: ReadonlyArray<RedisLease>, why: string) =>
+      runInBackground(
+        Effect.annotateLogs(
+          Effect.logWarning(lost.length === 1 ? `slot lost: ${why}` : `${lost.length} slots lost: ${why}`),
+          {
+            userId: lost.length === 1 ? lost[0]!.userId : lost.slice(0, 10).map((lease) => lease.userId)
+          }
+        )
+      )
 
     let limits: Limits = { maxUserQueue: config.maxUserQueue, maxTotal: config.maxTotal }
     let epoch: string | undefined
@@ -117,7 +125,7 @@ export const makeRedisStore = (
       })
 
     const giveBacks = new GiveBacks(leaseMillis)
-    const leases = new LeaseRegistry(leaseMillis, (lease, why) => warn(`slot lost: ${why}`, lease.userId), checkIdle)
+    const leases = new LeaseRegistry(leaseMillis, warnLost, checkIdle)
     const tickets = new TicketRegistry(
       (renewedAt) => leases.deadline(renewedAt),
       (ticket, active, token, renewedAt) => {

@@ -77,10 +77,12 @@ export const renewAll = (call: Call, leases: LeaseRegistry, tickets: TicketRegis
         const ids = [...batch.held.map((lease) => lease.id), ...batch.waiting.map((ticket) => ticket.id)]
         const answers = await call("renew", [batch.held.length, ...ids]).catch(() => undefined)
         if (answers === undefined) return
-        batch.held.forEach((lease, i) => {
-          if (answers[i] === 1) leases.renewed(lease, sentAt)
-          else leases.lose(lease, "Redis no longer has its lease")
+        const gone = batch.held.filter((lease, i) => {
+          if (answers[i] !== 1) return true
+          leases.renewed(lease, sentAt)
+          return false
         })
+        leases.lose(gone, "Redis no longer has its lease")
         batch.waiting.forEach((ticket, i) => {
           const answer = answers[batch.held.length + i]
           if (answer === 2) ticket.renewedAt = Math.max(ticket.renewedAt, sentAt)
