@@ -11,4 +11,7 @@ const read = `readFileSync(new URL("./store.lua", import.meta.url), "utf8")`
 const module = readFileSync(compiled, "utf8")
 if (!module.includes(read)) throw new Error(`${compiled} does not read store.lua as expected: cannot inline it`)
 const lua = readFileSync(path.join(root, "src", "internal", "redis", "store.lua"), "utf8")
-writeFileSync(compiled, module.replace(read, () => JSON.stringify(lua)))
+writeFileSync(
+  compiled,
+  module.replace(read, () => JSON.stringify(lua))
+)

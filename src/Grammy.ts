@@ -122,8 +122,10 @@ type Failure = Refusal | QueueManager.LeaseLost
  * The middleware, running on an Effect runtime the bot already has — a `ManagedRuntime`
  * or a `Runtime` — that provides the `QueueManager`. The rest of the chain (`next()`) runs
  * inside the update's slot, released when it settles however it settles; its errors reach
- * grammY unchanged. A refused update does not call `next()`. Throws an
- * `IllegalArgumentException` naming the option and the value when an option is invalid.
+ * grammY unchanged. A refused update does not call `next()`. With the Redis store, a slot
+ * whose lease is lost while the chain runs stays counted until the chain settles, and the
+ * middleware then throws `LeaseLost`. Throws an `IllegalArgumentException` naming the option
+ * and the value when an option is invalid.
  *
  * The limit counts updates handled at the same time: with `bot.start()` grammY handles one
  * update after the other, so use webhooks or a concurrent runner (`@grammyjs/runner`).
@@ -161,7 +163,9 @@ export const middleware = <C extends Context = Context>(
         ? Effect.fail(decision.error)
         : Effect.flatMap(QueueManager.QueueManager, (queue) =>
             queue.withSlot(decision.userId, { ...options.slotOptions, bypassUserLimit: alwaysBypass || bypass(ctx) })(
-              Effect.promise(() => next())
+              // a promise cannot be stopped: the slot stays counted until the rest of the chain has
+              // settled, and a lease lost meanwhile (Redis) is reported after it
+              Effect.uninterruptible(Effect.promise(() => next()))
             )
           )
     const exit = await run(guarded)

@@ -12,7 +12,7 @@
  * ```
  * @since 0.1.0
  */
-import { Config, ConfigError, Duration, Effect, Layer } from "effect"
+import { Config, ConfigError, Duration, Effect, Either, Layer } from "effect"
 import type { Scope } from "effect"
 import type { RedisOptions } from "ioredis"
 import * as QueueManager from "./QueueManager.js"
@@ -45,12 +45,49 @@ export interface Options extends QueueManager.Options {
   readonly onUnavailable?: "fail" | "local" | undefined
 }
 
+/** What is wrong with a key prefix, if anything: it becomes a hash tag, `{prefix}`. */
+const prefixProblem = (prefix: unknown): string | undefined =>
+  typeof prefix === "string" && prefix.length > 0 && !/[{}]/.test(prefix)
+    ? undefined
+    : `must be a non-empty string without braces, got ${JSON.stringify(prefix)}`
+
+/** What is wrong with a Redis URL, if anything: a database, when named, must be a whole number. */
+const urlProblem = (url: string): string | undefined => {
+  const parsed = URL.canParse(url) ? new URL(url) : undefined
+  if (parsed === undefined || !/^rediss?:$/.test(parsed.protocol)) {
+    return `must be a redis:// or rediss:// URL, got ${JSON.stringify(url)}`
+  }
+  const database = parsed.pathname.slice(1)
+  return database === "" || /^\d+$/.test(database)
+    ? undefined
+    : `must name its database as a whole number (redis://host:port/2), got ${JSON.stringify(url)}`
+}
+
+/** A string option or variable, validated by `problem`; the error names it. */
+const checked = (name: string, value: unknown, problem: (value: never) => string | undefined) => {
+  const wrong = problem(value as never)
+  return wrong === undefined ? Effect.succeed(value) : Effect.fail(ConfigError.InvalidData([name], `${name} ${wrong}`))
+}
+
+/** A variable of the environment, `fallback` when unset, validated by `problem`; the error names it. */
+const stringFromEnv = (name: string, fallback: string, problem: (text: string) => string | undefined) =>
+  Config.string(name).pipe(
+    Config.withDefault(fallback),
+    Config.mapOrFail((text) => {
+      const wrong = problem(text)
+      return wrong === undefined ? Either.right(text) : Either.left(ConfigError.InvalidData([name], `${name} ${wrong}`))
+    })
+  )
+
 const positiveMillis = (name: string, value: Duration.DurationInput, minimum: number) =>
   Effect.suspend(() => {
-    const millis = Duration.toMillis(Duration.decode(value))
+    const duration = Duration.decode(value)
+    const millis = Duration.toMillis(duration)
     return Number.isFinite(millis) && millis >= minimum
       ? Effect.succeed(millis)
-      : Effect.fail(ConfigError.InvalidData([name], `${name} must be at least ${minimum} ms, got ${String(value)}`))
+      : Effect.fail(
+          ConfigError.InvalidData([name], `${name} must be at least ${minimum} ms, got ${Duration.format(duration)}`)
+        )
   }).pipe(
     Effect.catchAllDefect(() =>
       Effect.fail(ConfigError.InvalidData([name], `${name} must be a duration, got ${JSON.stringify(value)}`))
@@ -68,15 +105,7 @@ export const make = (
   options: Options
 ): Effect.Effect<QueueManager.Service, ConfigError.ConfigError | StoreUnavailable, Scope.Scope> =>
   Effect.gen(function* () {
-    const prefix = options.prefix ?? "queue-manager"
-    if (typeof prefix !== "string" || prefix.length === 0 || /[{}]/.test(prefix)) {
-      return yield* Effect.fail(
-        ConfigError.InvalidData(
-          ["prefix"],
-          `prefix must be a non-empty string without braces, got ${JSON.stringify(prefix)}`
-        )
-      )
-    }
+    const prefix = (yield* checked("prefix", options.prefix ?? "queue-manager", prefixProblem)) as string
     const leaseMillis = yield* positiveMillis("leaseTime", options.leaseTime ?? "30 seconds", 100)
     const timeoutMillis = yield* positiveMillis("timeout", options.timeout ?? "1 second", 1)
     // a renewal round runs every third of a lease and may take a timeout to fail: with leases this
@@ -97,6 +126,7 @@ export const make = (
       )
     }
     const redis = options.redis ?? "redis://127.0.0.1:6379"
+    if (typeof redis === "string") yield* checked("redis", redis, urlProblem)
     return yield* makeWith(options, (config) =>
       Effect.map(makeRedisStore({ redis, prefix, leaseMillis, timeoutMillis }, config), (shared) =>
         onUnavailable === "local"
@@ -126,10 +156,10 @@ export const layer = (
  */
 export const defaultConfig: Config.Config<Options> = Config.all({
   options: Config.unwrap(QueueManager.defaultConfig),
-  redis: Config.string("REDIS_URL").pipe(Config.withDefault("redis://127.0.0.1:6379")),
-  prefix: Config.string("REDIS_PREFIX").pipe(Config.withDefault("queue-manager")),
-  leaseSeconds: limitFromEnv("REDIS_LEASE_SECONDS", 30),
-  timeoutMillis: limitFromEnv("REDIS_TIMEOUT_MS", 1000),
+  redis: stringFromEnv("REDIS_URL", "redis://127.0.0.1:6379", urlProblem),
+  prefix: stringFromEnv("REDIS_PREFIX", "queue-manager", prefixProblem),
+  leaseSeconds: limitFromEnv("REDIS_LEASE_SECONDS", 30, 1, "a whole number of seconds >= 1"),
+  timeoutMillis: limitFromEnv("REDIS_TIMEOUT_MS", 1000, 1, "a whole number of milliseconds >= 1"),
   onUnavailable: Config.literal("fail", "local")("REDIS_ON_UNAVAILABLE").pipe(Config.withDefault("fail" as const))
 }).pipe(
   Config.map(({ leaseSeconds, options, timeoutMillis, ...rest }) => ({

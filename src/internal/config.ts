@@ -11,24 +11,24 @@ export const validateLimit = (name: string, value: unknown): Effect.Effect<numbe
       )
 
 /**
- * Reads a limit from the environment variable `name`: surrounding whitespace is ignored,
- * a missing, empty or blank value means `fallback`, anything but digits is an error naming
- * the variable and the value.
+ * Reads a whole number from the environment variable `name`: surrounding whitespace is
+ * ignored, a missing, empty or blank value means `fallback`, anything else but a whole number
+ * of at least `min` is an error naming the variable and the value (`what` says what it must be).
  */
-export const limitFromEnv = (name: string, fallback: number): Config.Config<number> =>
+export const limitFromEnv = (
+  name: string,
+  fallback: number,
+  min = 0,
+  what = "a whole number >= 0 (0 = no limit)"
+): Config.Config<number> =>
   Config.string(name).pipe(
     Config.withDefault(""),
     Config.mapOrFail((raw) => {
       const text = raw.trim()
       if (text === "") return Either.right(fallback)
       const value = /^\d+$/.test(text) ? Number(text) : Number.NaN
-      return Number.isSafeInteger(value)
+      return Number.isSafeInteger(value) && value >= min
         ? Either.right(value)
-        : Either.left(
-            ConfigError.InvalidData(
-              [name],
-              `${name} must be a whole number >= 0 (0 = no limit), got ${JSON.stringify(raw)}`
-            )
-          )
+        : Either.left(ConfigError.InvalidData([name], `${name} must be ${what}, got ${JSON.stringify(raw)}`))
     })
   )

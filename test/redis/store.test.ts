@@ -431,6 +431,14 @@ describe("Redis store", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("a database the server does not have is refused at start, naming it", () =>
+    Effect.gen(function* () {
+      const error = yield* Effect.flip(RedisStore.make({ maxUserQueue: 1, redis: `${redisUrl}/99` }))
+      expect(error._tag).toBe("StoreUnavailable")
+      expect(error.message).toContain("database 99 cannot be selected")
+    }).pipe(Effect.scoped)
+  )
+
   it.effect.each<[string, RedisStore.Options]>([
     ["prefix", { maxUserQueue: 1, prefix: "" }],
     ["leaseTime", { maxUserQueue: 1, leaseTime: "10 millis" }],

@@ -1,0 +1,41 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Duration, Effect, Exit, Layer } from "effect"
+import * as RedisStore from "../src/RedisStore.js"
+
+/** Builds `RedisStore.layerConfig()` from `env`: these fail before any connection is tried. */
+const fromEnv = (env: Record<string, string>) =>
+  Layer.build(RedisStore.layerConfig()).pipe(
+    Effect.scoped,
+    Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))),
+    Effect.exit,
+    Effect.map((exit) => (Exit.isFailure(exit) ? String(exit.cause) : "built"))
+  )
+
+describe("RedisStore configuration", () => {
+  it.effect.each<[string, string, string]>([
+    ["REDIS_LEASE_SECONDS", "0", 'REDIS_LEASE_SECONDS must be a whole number of seconds >= 1, got "0"'],
+    ["REDIS_LEASE_SECONDS", "1.5", 'REDIS_LEASE_SECONDS must be a whole number of seconds >= 1, got "1.5"'],
+    ["REDIS_TIMEOUT_MS", "0", 'REDIS_TIMEOUT_MS must be a whole number of milliseconds >= 1, got "0"'],
+    ["REDIS_PREFIX", "{x}", 'REDIS_PREFIX must be a non-empty string without braces, got "{x}"'],
+    ["REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL must name its database as a whole number"],
+    ["REDIS_URL", "127.0.0.1:6379", 'REDIS_URL must be a redis:// or rediss:// URL, got "127.0.0.1:6379"'],
+    ["REDIS_ON_UNAVAILABLE", "maybe", "REDIS_ON_UNAVAILABLE"]
+  ])("%s=%s fails naming the variable and its text", ([name, value, expected]) =>
+    Effect.gen(function* () {
+      expect(yield* fromEnv({ [name]: value })).toContain(expected)
+    })
+  )
+
+  it.effect.each<[string, RedisStore.Options, string]>([
+    ["leaseTime", { maxUserQueue: 1, leaseTime: Duration.zero }, "leaseTime must be at least 100 ms, got 0"],
+    ["timeout", { maxUserQueue: 1, timeout: "0 millis" }, "timeout must be at least 1 ms, got 0"],
+    ["redis", { maxUserQueue: 1, redis: "redis://host/x" }, "redis must name its database as a whole number"],
+    ["prefix", { maxUserQueue: 1, prefix: "a{b" }, 'prefix must be a non-empty string without braces, got "a{b"']
+  ])("an invalid %s option fails naming it and its value", ([, options, expected]) =>
+    Effect.gen(function* () {
+      const exit = yield* Effect.exit(Effect.scoped(RedisStore.make(options)))
+      expect(Exit.isFailure(exit) ? String(exit.cause) : "built").toContain(expected)
+      expect(String(Exit.isFailure(exit) ? exit.cause : "")).not.toContain("Duration(")
+    })
+  )
+})
