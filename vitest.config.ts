@@ -2,7 +2,7 @@ import { createConnection } from "node:net"
 import { defineConfig, type ViteUserConfig } from "vitest/config"
 
 /** The behavioural tests that run against every store (the Redis project runs them on Redis). */
-const contract = ["semantics", "slot", "waiting", "limits", "shutdown", "observability"].map(
+const contract = ["semantics", "slot", "waiting", "limits", "shutdown", "observability", "fencing"].map(
   (name) => `test/${name}.test.ts`
 )
 

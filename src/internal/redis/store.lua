@@ -156,8 +156,9 @@ local function admitHead(u)
   redis.call('ZREM', TEXP, id)
   if queuedOf(u) == 0 then redis.call('HDEL', LIMITS, u) end
   local active, token = grant(u, id, expiry)
-  redis.call('HSET', TICKETS, id, 'a' .. token .. '\t' .. active)
-  redis.call('PUBLISH', string.sub(info, 19), active .. ' ' .. token .. ' ' .. id)
+  -- tokens are above 2^31: Lua would write them as 1.7e+15
+  redis.call('HSET', TICKETS, id, 'a' .. fmt(token) .. '\t' .. active)
+  redis.call('PUBLISH', string.sub(info, 19), active .. ' ' .. fmt(token) .. ' ' .. id)
 end
 
 -- hands free capacity to the ready users, one slot per turn, in turn order
