@@ -25,6 +25,8 @@ export default defineConfig(async (): Promise<ViteUserConfig> => {
   return {
     test: {
       testTimeout: 30_000,
+      // what a test logs is shown when it fails, not when it passes
+      silent: "passed-only",
       projects: [
         {
           extends: true as const,

@@ -11,6 +11,8 @@ export default defineConfig({
     include: ["test/**/*.slow.test.ts"],
     testTimeout: 120_000,
     hookTimeout: 60_000,
-    fileParallelism: false
+    fileParallelism: false,
+    // what a test logs is shown when it fails, not when it passes
+    silent: "passed-only"
   }
 })

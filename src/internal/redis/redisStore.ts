@@ -36,26 +36,30 @@ const pairs = (flat: ReadonlyArray<string>) => {
   return out
 }
 
-/** Sleeps `millis` of real time, or until `wake` is called (at once if it was since the last sleep). */
-const makeAlarm = (millis: number) => {
+/**
+ * A sleep of real time that `wake` cuts short (or, when called between sleeps, makes the next
+ * one end at once): the renewal rounds' clock, which a reconnection rings.
+ */
+const makeAlarm = () => {
   let rung = false
   let ring = () => {
     rung = true
   }
-  const sleep = Effect.async<void>((resume) => {
-    if (rung) {
-      rung = false
-      return resume(Effect.void)
-    }
-    const timer = setTimeout(done, millis)
-    function done() {
-      clearTimeout(timer)
-      ring = () => (rung = true)
-      resume(Effect.void)
-    }
-    ring = done
-    return Effect.sync(() => clearTimeout(timer))
-  })
+  const sleep = (millis: number) =>
+    Effect.async<void>((resume) => {
+      if (rung || millis <= 0) {
+        rung = false
+        return resume(Effect.void)
+      }
+      const timer = setTimeout(done, millis)
+      function done() {
+        clearTimeout(timer)
+        ring = () => (rung = true)
+        resume(Effect.void)
+      }
+      ring = done
+      return Effect.sync(() => clearTimeout(timer))
+    })
   return { sleep, wake: () => ring() }
 }
 
@@ -333,7 +337,7 @@ export const makeRedisStore = (
 
     // the renewal round, every third of a lease, and at once after a reconnection (Redis may have
     // restarted, and a wake-up may have been missed)
-    const alarm = makeAlarm(leaseMillis / 3)
+    const alarm = makeAlarm()
     const renewNow = alarm.wake
     db.redis.on("ready", renewNow)
     subscriber.redis.on("ready", renewNow)
@@ -347,7 +351,16 @@ export const makeRedisStore = (
     )
     const renewCall: Call = (script, args) => call(script, args)
     yield* Effect.forkScoped(
-      Effect.forever(Effect.zipRight(alarm.sleep, renewAll(renewCall, leases, tickets, giveBacks)))
+      // a round starts every third of a lease, however long the last one took (at most a timeout)
+      Effect.forever(
+        Effect.suspend(() => {
+          const started = performance.now()
+          return Effect.zipRight(
+            renewAll(renewCall, leases, tickets, giveBacks),
+            Effect.suspend(() => alarm.sleep(leaseMillis / 3 - (performance.now() - started)))
+          )
+        })
+      )
     )
 
     const shutdown = Effect.sync(() => {

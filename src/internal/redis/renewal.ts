@@ -52,15 +52,15 @@ const chunks = <A>(all: ReadonlyArray<A>): Array<ReadonlyArray<A>> => {
 }
 
 /**
- * One renewal round: gives back what is pending, then renews every lease and waiting request
- * of this process, a thousand per call, all calls at once. What Redis no longer has is settled:
+ * One renewal round: gives back what is pending and renews every lease and waiting request of
+ * this process, a thousand per call, all calls at once. What Redis no longer has is settled:
  * a lease is lost; a request it admitted is delivered (its wake-up was missed); a request it
  * dropped fails its waiter. A call that fails changes nothing here: each lease and request
  * has its own deadline, which the registries watch.
  */
 export const renewAll = (call: Call, leases: LeaseRegistry, tickets: TicketRegistry, giveBacks: GiveBacks) =>
   Effect.promise(async () => {
-    if (giveBacks.size > 0) await giveBacks.flush(call)
+    const givenBack = giveBacks.size > 0 ? giveBacks.flush(call) : undefined
     const held = leases.renewable()
     const waiting = Array.from(tickets.waiting.values())
     const batches: Array<{ readonly held: ReadonlyArray<RedisLease>; readonly waiting: ReadonlyArray<RedisTicket> }> =
@@ -71,8 +71,9 @@ export const renewAll = (call: Call, leases: LeaseRegistry, tickets: TicketRegis
         waiting: waiting.slice(Math.max(0, i - held.length), Math.max(0, i + CHUNK - held.length))
       })
     }
-    await Promise.all(
-      batches.map(async (batch) => {
+    await Promise.all([
+      givenBack,
+      ...batches.map(async (batch) => {
         const sentAt = performance.now()
         const ids = [...batch.held.map((lease) => lease.id), ...batch.waiting.map((ticket) => ticket.id)]
         const answers = await call("renew", [batch.held.length, ...ids]).catch(() => undefined)
@@ -94,5 +95,5 @@ export const renewAll = (call: Call, leases: LeaseRegistry, tickets: TicketRegis
             )
         })
       })
-    )
+    ])
   })
