@@ -113,6 +113,24 @@ describe("Redis down or paused", () => {
   )
 
   it.live(
+    'with onUnavailable: "local", the requests of this process waiting in Redis fail when the fallback begins',
+    () =>
+      Effect.gen(function* () {
+        const { q, server } = yield* ownRedis({ maxUserQueue: 1, onUnavailable: "local" })
+        const releaseHeld = yield* hold(q, 1)
+        const waiter = yield* Effect.fork(q.withSlot(1, { onFull: "wait" })(Effect.void))
+        while ((yield* q.stats).waiting === 0) yield* Effect.sleep("10 millis")
+        yield* stop(server)
+        // the first local acquisition: Redis would admit the waiter without counting local slots
+        expect(yield* q.tryAcquire(3)).toBe(true)
+        const error = yield* Effect.flip(Fiber.join(waiter))
+        expect(error._tag).toBe("StoreUnavailable")
+        yield* releaseHeld
+      }).pipe(Effect.scoped),
+    30_000
+  )
+
+  it.live(
     'with onUnavailable: "local", a Redis outage falls back to per-process limits that count the slots still held in Redis',
     () =>
       Effect.gen(function* () {

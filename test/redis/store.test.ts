@@ -147,6 +147,29 @@ describe("Redis store", () => {
     })
   )
 
+  it.live("an uninterruptible body finishes, and withSlot still fails with LeaseLost: it ran without its slot", () =>
+    Effect.gen(function* () {
+      const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
+      let finished = false
+      const started = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(
+        a.withSlot(1)(
+          Effect.uninterruptible(
+            Effect.zipRight(
+              Deferred.succeed(started, undefined),
+              Effect.sleep("300 millis").pipe(Effect.tap(() => (finished = true)))
+            )
+          )
+        )
+      )
+      yield* Deferred.await(started)
+      yield* withRedis((redis) => redis.del(`{${prefix}}:h`))
+      yield* a.activeCount(1)
+      expect(yield* Fiber.await(holder)).toEqual(Exit.fail(new QueueManager.LeaseLost({ userId: 1 })))
+      expect(finished).toBe(true)
+    }).pipe(Effect.scoped)
+  )
+
   it.live("after LeaseLost the caller goes on as before: it is not left interrupted", () =>
     Effect.gen(function* () {
       const { a, prefix } = yield* twoProcesses({ maxUserQueue: 1 })
