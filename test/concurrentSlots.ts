@@ -1,3 +1,4 @@
+import { expect, it } from "@effect/vitest"
 import { Effect, FastCheck, Fiber, HashMap, TestClock } from "effect"
 import { QueueManager } from "../src/index.js"
 
@@ -169,3 +170,25 @@ export const violations = (prog: Program, guardFor: (form: Request["form"]) => G
     for (const [user, n] of running) if (n.all !== 0) found.push(`user ${user}: ${n.all} bodies never ended`)
     return found
   })
+
+/** The properties of random concurrent programs, each with the given number of runs. */
+export const concurrentProperties = (runs: { readonly plain: number; readonly scheduled: number }) => {
+  it.effect.prop(
+    "random concurrent slots that succeed, fail, die or are interrupted never exceed a limit and leave nothing",
+    [program],
+    ([prog]) =>
+      Effect.gen(function* () {
+        expect(yield* violations(prog, libraryGuard)).toEqual([])
+      }),
+    { fastCheck: { numRuns: runs.plain } }
+  )
+  it.effect.prop(
+    "random programs mixing waiting, bypass, a global cap, tiers, resizes, timeouts, interruptions and defects stay within every limit, end every request and leave nothing",
+    [scheduledProgram],
+    ([prog]) =>
+      Effect.gen(function* () {
+        expect(yield* violations(prog, libraryGuard)).toEqual([])
+      }),
+    { fastCheck: { numRuns: runs.scheduled } }
+  )
+}

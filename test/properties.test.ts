@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, FastCheck, HashMap, TestContext } from "effect"
 import { QueueManager } from "../src/index.js"
-import { type Guard, libraryGuard, program, scheduledProgram, violations } from "./concurrentSlots.js"
+import { concurrentProperties, type Guard, program, violations } from "./concurrentSlots.js"
 
 /** The seed's Python class, line for line: the reference the manager must agree with. */
 class SeedQueueManager {
@@ -58,25 +58,8 @@ describe("properties", () => {
     { fastCheck: { numRuns: 200 } }
   )
 
-  it.effect.prop(
-    "random concurrent slots that succeed, fail, die or are interrupted never exceed a limit and leave nothing",
-    [program],
-    ([prog]) =>
-      Effect.gen(function* () {
-        expect(yield* violations(prog, libraryGuard)).toEqual([])
-      }),
-    { fastCheck: { numRuns: 200 } }
-  )
-
-  it.effect.prop(
-    "random programs mixing waiting, bypass, a global cap, tiers, resizes, timeouts, interruptions and defects stay within every limit, end every request and leave nothing",
-    [scheduledProgram],
-    ([prog]) =>
-      Effect.gen(function* () {
-        expect(yield* violations(prog, libraryGuard)).toEqual([])
-      }),
-    { fastCheck: { numRuns: 300 } }
-  )
+  // a few runs here; many in properties.slow.test.ts (npm run test:slow)
+  concurrentProperties({ plain: 50, scheduled: 60 })
 
   it.effect("the property finds the leak in a variant whose release is a plain sequenced step", () =>
     Effect.gen(function* () {
