@@ -1,4 +1,4 @@
-import { Effect, Exit, FiberSet, HashMap } from "effect"
+import { Duration, Effect, Exit, FiberSet, HashMap } from "effect"
 import type { Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import type { RedisOptions } from "ioredis"
@@ -379,7 +379,19 @@ export const makeRedisStore = (
       Effect.all([
         shutdown,
         Effect.sync(() => leases.revokeAll()),
-        until(() => !leases.hasHolders && pending === 0),
+        // a holder that does not stop (uninterruptible, or its scope never closes) is waited for, and said so
+        until(() => !leases.hasHolders && pending === 0).pipe(
+          Effect.timeoutTo({
+            duration: Duration.millis(leaseMillis),
+            onSuccess: () => Effect.void,
+            onTimeout: () =>
+              Effect.zipRight(
+                Effect.logWarning("closing waits for holders that have not stopped after a lease time"),
+                until(() => !leases.hasHolders && pending === 0)
+              )
+          }),
+          Effect.flatten
+        ),
         Effect.sync(() => {
           for (const lease of leases.leases) if (leases.release(lease)) sendRelease(lease.id)
         })
