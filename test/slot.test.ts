@@ -162,7 +162,8 @@ describe("invalid user ids", () => {
     ["1.5", 1.5],
     ["Infinity", Number.POSITIVE_INFINITY],
     ["9007199254740992", 2 ** 53],
-    ['""', ""]
+    ['""', ""],
+    ['"a\\ud83d"', "a\uD83D"]
   ]
 
   it.effect.each(invalid)("%s dies naming the value and changes no count", ([shown, userId]) =>

@@ -32,6 +32,8 @@ class LocalLease implements Lease {
 export const withFallback = (shared: SharedStore, local: Store & { readonly scheduler: Scheduler }): Store => {
   const localTickets = new WeakSet<Ticket>()
   const localGrant = (grant: Grant): Grant => ({ ...grant, lease: new LocalLease() })
+  /** Local slots taken for `tryAcquire`, per user: only those does a `release` without a lease give back. */
+  const localRaw = new Map<UserId, number>()
   const inUse = () => local.local.inFlight > 0 || local.local.waiting > 0
   const orLocal = <A>(read: Effect.Effect<A, StoreUnavailable>, fallback: Effect.Effect<A, StoreUnavailable>) =>
     Effect.catchTag(read, "StoreUnavailable", () => fallback)
@@ -44,24 +46,56 @@ export const withFallback = (shared: SharedStore, local: Store & { readonly sche
         scheduler.resize({ maxUserQueue, maxTotal })
       }
       return Effect.map(local.acquire(userId, bypass, wait, raw), (outcome) => {
-        if (outcome._tag === "Acquired") return { _tag: "Acquired" as const, grant: localGrant(outcome.grant) }
+        if (outcome._tag === "Acquired") {
+          if (raw) localRaw.set(userId, (localRaw.get(userId) ?? 0) + 1)
+          return { _tag: "Acquired" as const, grant: localGrant(outcome.grant) }
+        }
         if (outcome._tag === "Waiting") localTickets.add(outcome.ticket)
         return outcome
       })
     })
+  const releaseLocalRaw = (userId: UserId) => {
+    const held = localRaw.get(userId)
+    if (held === undefined) return undefined
+    if (held === 1) localRaw.delete(userId)
+    else localRaw.set(userId, held - 1)
+    return local.release(userId, undefined)
+  }
   const sum = (key: Exclude<keyof Local, "refused">) => shared.local[key] + local.local[key]
   return {
     acquire: (userId, bypass, wait, raw) =>
       inUse()
         ? acquireLocally(userId, bypass, wait, raw)
-        : orLocal(shared.acquire(userId, bypass, wait, raw), acquireLocally(userId, bypass, wait, raw)),
+        : orLocal(
+            Effect.flatMap(shared.acquire(userId, bypass, wait, raw), (outcome) =>
+              // the fallback began while this acquisition was on its way: what it got in the shared
+              // store is given back, as it did not count the local slots
+              !inUse()
+                ? Effect.succeed(outcome)
+                : outcome._tag === "Acquired"
+                  ? Effect.zipRight(
+                      Effect.sync(() => shared.release(userId, outcome.grant.lease)),
+                      acquireLocally(userId, bypass, wait, raw)
+                    )
+                  : outcome._tag === "Waiting"
+                    ? Effect.zipRight(shared.leave(outcome.ticket), acquireLocally(userId, bypass, wait, raw))
+                    : Effect.succeed(outcome)
+            ),
+            acquireLocally(userId, bypass, wait, raw)
+          ),
     awaitTurn: (ticket) =>
       localTickets.has(ticket) ? Effect.map(local.awaitTurn(ticket), localGrant) : shared.awaitTurn(ticket),
-    leave: (ticket) => (localTickets.has(ticket) ? local.leave(ticket) : shared.leave(ticket)),
+    leave: (ticket) =>
+      localTickets.has(ticket)
+        ? local.leave(ticket)
+        : // a slot the shared store had already granted it may let a local waiter in
+          Effect.zipRight(
+            shared.leave(ticket),
+            Effect.sync(() => local.scheduler.recheck(ticket.userId))
+          ),
     release: (userId, lease) => {
       if (lease instanceof LocalLease) return local.release(userId, undefined)
-      const released =
-        shared.release(userId, lease) ?? (lease === undefined ? local.release(userId, undefined) : undefined)
+      const released = shared.release(userId, lease) ?? (lease === undefined ? releaseLocalRaw(userId) : undefined)
       // a slot given back in the shared store may let a local waiter in
       local.scheduler.recheck(userId)
       return released

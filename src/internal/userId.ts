@@ -1,9 +1,15 @@
 import { Cause, Effect } from "effect"
 import type { UserId } from "../QueueManager.js"
 
+const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
 /** Why `userId` is not a valid user id, or `undefined` when it is one. */
 const invalidReason = (userId: unknown): string | undefined => {
-  if (typeof userId === "string") return userId.length > 0 ? undefined : "a string id must not be empty"
+  if (typeof userId === "string") {
+    if (userId.length === 0) return "a string id must not be empty"
+    // Redis stores text as UTF-8, which has no lone surrogate: such an id would become another one
+    return loneSurrogate.test(userId) ? "a string id must be well-formed Unicode (it has a lone surrogate)" : undefined
+  }
   if (typeof userId === "number") return Number.isSafeInteger(userId) ? undefined : "a number id must be a safe integer"
   return "an id must be a number or a string"
 }

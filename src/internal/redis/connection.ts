@@ -41,13 +41,15 @@ export const unavailable = (operation: string) => (error: unknown) =>
 
 /**
  * Fails each call not answered within `timeoutMillis`, with one timer for all the calls in
- * flight (they end in the order they were sent) rather than one per call.
+ * flight (they end in the order they were sent) rather than one per call. After a stall of this
+ * process (a long GC, a busy CPU) Node runs due timers before it reads the sockets: a call is
+ * failed only once the answers already received have been read (`setImmediate` runs after them).
  */
 const makeDeadlines = (timeoutMillis: number) => {
   const pending = new Set<{ readonly at: number; readonly fail: (error: Error) => void }>()
   let timer: ReturnType<typeof setTimeout> | undefined
   const arm = (millis: number) => {
-    timer = setTimeout(expire, millis)
+    timer = setTimeout(() => setImmediate(expire), millis)
     timer.unref() // a call in flight keeps the process up through its socket; after the last, nothing should
   }
   const expire = () => {

@@ -167,7 +167,6 @@ export const makeRedisStore = (
         if (lost) {
           leases.loseAllBut(now)
           tickets.failAll(() => new StoreUnavailable({ operation: "wait", reason: "Redis lost its state" }), now)
-          giveBacks.clear()
         }
       }
       return answer.slice(3)
@@ -218,14 +217,11 @@ export const makeRedisStore = (
       Effect.async<Outcome | "stale", StoreUnavailable>((resume) => {
         const id = nextId(encode(userId))
         const sentAt = performance.now()
-        pending++
         if (wait) tickets.expect(id)
         const flags = (bypass ? 1 : 0) + (wait ? 2 : 0)
         batcher.add(["a", encode(userId), limit, flags, id, limits.maxUserQueue], (ok, value) => {
-          pending--
           const early = tickets.answered(id)
           resume(ok ? outcome(value as ReadonlyArray<unknown>) : failed(value))
-          checkIdle()
           function failed(error: unknown) {
             // the call may still run once Redis answers: whatever it did is given back
             if (!(error instanceof CallFailed) || error.reached) giveBacks.add(id)
@@ -266,20 +262,41 @@ export const makeRedisStore = (
         })
       })
 
-    /** An acquisition, sent again under the new default while Redis's default changes under it. */
-    const acquire = (
+    /**
+     * An acquisition, sent again, computed under the new default, while Redis's default changes
+     * under it. The limit is computed before anything is counted: a tier function that throws
+     * changes nothing.
+     */
+    const sendUntilCurrent = (
       userId: UserId,
       bypass: boolean,
       wait: boolean,
       raw: boolean,
+      limit: number,
       tries = 0
     ): Effect.Effect<Outcome, StoreUnavailable> =>
-      Effect.flatMap(send(userId, bypass, wait, raw, config.limitOf(userId, limits.maxUserQueue)), (outcome) => {
+      Effect.flatMap(send(userId, bypass, wait, raw, limit), (outcome) => {
         if (outcome !== "stale") return Effect.succeed(outcome)
-        return tries < STALE_RETRIES
-          ? acquire(userId, bypass, wait, raw, tries + 1)
-          : Effect.fail(new StoreUnavailable({ operation: "acquire", reason: "the default limit kept changing" }))
+        if (tries >= STALE_RETRIES) {
+          return Effect.fail(new StoreUnavailable({ operation: "acquire", reason: "the default limit kept changing" }))
+        }
+        return Effect.suspend(() =>
+          sendUntilCurrent(userId, bypass, wait, raw, config.limitOf(userId, limits.maxUserQueue), tries + 1)
+        )
       })
+
+    /** An acquisition on its way, counted as such (drain and closing wait for it) until it has its outcome. */
+    const acquire = (userId: UserId, bypass: boolean, wait: boolean, raw: boolean) => {
+      const limit = config.limitOf(userId, limits.maxUserQueue)
+      pending++
+      return Effect.ensuring(
+        sendUntilCurrent(userId, bypass, wait, raw, limit),
+        Effect.sync(() => {
+          pending--
+          checkIdle()
+        })
+      )
+    }
 
     const local: Local = {
       get inFlight() {
@@ -394,7 +411,9 @@ export const makeRedisStore = (
         ),
         Effect.sync(() => {
           for (const lease of leases.leases) if (leases.release(lease)) sendRelease(lease.id)
-        })
+        }),
+        // what timed-out calls may have been granted goes back now, not after a lease
+        Effect.promise(() => giveBacks.flush(renewCall))
       ])
     )
 

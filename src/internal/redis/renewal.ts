@@ -22,9 +22,6 @@ export class GiveBacks {
   add(id: string): void {
     if (!this.since.has(id)) this.since.set(id, performance.now())
   }
-  clear(): void {
-    this.since.clear()
-  }
   get size(): number {
     return this.since.size
   }

@@ -45,6 +45,7 @@ local TYPES = { 'hash', 'hash', 'zset', 'hash', 'zset', 'zset', 'zset', 'hash' }
 local H, HELD, LEASES, TICKETS, TEXP, LINES, READY, LIMITS
 local NOW, EPOCH, CAP, DQ, leaseMs, channel, maxWaiting
 
+-- a whole number as text: Lua writes numbers above 10^14 as 1e+15, which reads back as 1
 local function fmt(n) return string.format('%.0f', n) end
 
 local function foreign(key, what)
@@ -101,7 +102,7 @@ local function total() return redis.call('ZCARD', LEASES) end
 -- the limit of u's line, or nil when u has no waiters
 local function lineLimit(u)
   local entry = redis.call('HGET', LIMITS, u)
-  return entry and tonumber(string.match(entry, '^(%d+)'))
+  return entry and tonumber(string.match(entry, '^(%d+)\t'))
 end
 
 -- whether u's first waiter (it has one) fits u's own limit
@@ -156,7 +157,6 @@ local function admitHead(u)
   redis.call('ZREM', TEXP, id)
   if queuedOf(u) == 0 then redis.call('HDEL', LIMITS, u) end
   local active, token = grant(u, id, expiry)
-  -- tokens are above 2^31: Lua would write them as 1.7e+15
   redis.call('HSET', TICKETS, id, 'a' .. fmt(token) .. '\t' .. active)
   redis.call('PUBLISH', string.sub(info, 19), active .. ' ' .. fmt(token) .. ' ' .. id)
 end
@@ -225,7 +225,7 @@ local function acquire(u, limit, flags, id, dq)
   redis.call('ZADD', TEXP, fmt(NOW + leaseMs), id)
   if not hasLine then
     -- the first waiter sets its line's limit; it waits only for the cap when it fits its own
-    redis.call('HSET', LIMITS, u, limit .. '\t' .. seq)
+    redis.call('HSET', LIMITS, u, fmt(limit) .. '\t' .. seq)
     if fitsUser then markReady(u) end
   end
   return { 2, queued + 1 }
