@@ -28,8 +28,9 @@ export { LeaseLost, QueueFull, QueueShutdown, RefusalReason, StoreUnavailable } 
 
 /**
  * Who a slot belongs to: a Telegram chat id (negative for groups), a tenant name, an IP.
- * A number must be a safe integer and a string non-empty; any other value makes the
- * operation die with an `IllegalArgumentException` naming it, and changes nothing.
+ * A number must be a safe integer and a string non-empty and well-formed Unicode (no lone
+ * surrogate); any other value makes the operation die with an `IllegalArgumentException`
+ * naming it, and changes nothing.
  *
  * @since 0.1.0
  */
