@@ -53,3 +53,23 @@ export const stop = (child: ChildProcess) =>
     child.once("exit", () => resume(Effect.void))
     child.kill("SIGKILL")
   })
+
+/**
+ * Starts a `redis-server` of the test's own on `port` (no persistence) and waits until it
+ * answers. Unlike `startRedis`, no scope stops it: for the fault tests, which kill and restart
+ * a server in place and stop it by its pid themselves.
+ */
+export const spawnRedis = (port: number) =>
+  Effect.flatMap(
+    Effect.sync(() =>
+      spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+        stdio: "ignore"
+      })
+    ),
+    // a server that never answers is not left behind
+    (child) =>
+      Effect.as(
+        Effect.onError(answering(port), () => stop(child)),
+        child
+      )
+  )
