@@ -164,14 +164,26 @@ export const connect = (
         redis.disconnect()
         resume(Effect.fail(new StoreUnavailable({ operation, reason })))
       }
+      // starting takes up to five round trips (connect, INFO twice, SELECT, FUNCTION LOAD): each
+      // may take a timeout, as any call may
+      const budget = 5 * timeoutMillis
+      let step = "connecting"
       const timer = setTimeout(
-        () => fail(`no Redis answered within ${timeoutMillis} ms (${lastError}); is it a Redis server?`),
-        timeoutMillis
+        () =>
+          fail(
+            step === "connecting"
+              ? `could not connect within ${budget} ms (${lastError})`
+              : `no answer within ${budget} ms while ${step}; is it a Redis server?`
+          ),
+        budget
       )
       const database = databaseOf(redis)
       redis
         .connect()
-        .then(() => redis.info("server"))
+        .then(() => {
+          step = "asking the server what it is (INFO)"
+          return redis.info("server")
+        })
         .then(async (info) => {
           const version = versionOf(info)
           if (version === undefined) {
@@ -183,11 +195,13 @@ export const connect = (
             )
           }
           // ioredis selects the database on its own but only logs a refusal, and goes on in database 0
+          step = `selecting database ${database}`
           const selected = await redis.select(database).then(
             () => undefined,
             (error: unknown) => describe(error)
           )
           if (selected !== undefined) return fail(`database ${database} cannot be selected: ${selected}`)
+          step = "loading the function library"
           const run =
             version >= 700
               ? await byFunctions(redis, timeoutMillis).catch((error: unknown) =>

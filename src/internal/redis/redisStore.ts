@@ -128,7 +128,17 @@ export const makeRedisStore = (
         return Effect.sync(() => idle.delete(wake))
       })
 
+    // the renewal rounds' clock: a reconnection, or an answer after give-backs piled up, rings it
+    const alarm = makeAlarm()
+    const renewNow = alarm.wake
     const giveBacks = new GiveBacks(leaseMillis)
+    /** Whether something was added to the give-backs since the last answer: the first answer after it brings the round forward. */
+    let giveBackSoon = false
+    /** Gives `id` back with the next round, which the next answer Redis gives brings forward. */
+    const giveBack = (id: string) => {
+      giveBacks.add(id)
+      giveBackSoon = true
+    }
     const leases = new LeaseRegistry(leaseMillis, warnLost, checkIdle)
     const tickets = new TicketRegistry(
       (renewedAt) => leases.deadline(renewedAt),
@@ -143,7 +153,7 @@ export const makeRedisStore = (
         acquired++
         ticket.settle(Exit.succeed({ active, token, lease }))
       },
-      (ticket) => giveBacks.add(ticket.id)
+      (ticket) => giveBack(ticket.id)
     )
 
     const tooLate = (operation: string) =>
@@ -168,6 +178,11 @@ export const makeRedisStore = (
           leases.loseAllBut(now)
           tickets.failAll(() => new StoreUnavailable({ operation: "wait", reason: "Redis lost its state" }), now)
         }
+      }
+      if (giveBackSoon) {
+        // Redis answers again: what it may hold for nobody (a backlog of late acquisitions) goes back now
+        giveBackSoon = false
+        renewNow()
       }
       return answer.slice(3)
     }
@@ -197,7 +212,7 @@ export const makeRedisStore = (
     /** Gives back a slot in the background; if that fails, it goes with the next round's give-backs. */
     const sendRelease = (id: string) =>
       batcher.add(["r", id], (ok) => {
-        if (!ok) giveBacks.add(id)
+        if (!ok) giveBack(id)
       })
 
     /** Takes a request out of its line (or gives back what it was granted); if that fails, as above. */
@@ -205,7 +220,7 @@ export const makeRedisStore = (
       Effect.promise(() =>
         call("leave", [id]).then(
           () => undefined,
-          () => giveBacks.add(id)
+          () => giveBack(id)
         )
       )
 
@@ -224,7 +239,7 @@ export const makeRedisStore = (
           resume(ok ? outcome(value as ReadonlyArray<unknown>) : failed(value))
           function failed(error: unknown) {
             // the call may still run once Redis answers: whatever it did is given back
-            if (!(error instanceof CallFailed) || error.reached) giveBacks.add(id)
+            if (!(error instanceof CallFailed) || error.reached) giveBack(id)
             return Effect.fail(unavailable("acquire")(error))
           }
           function outcome(answer: ReadonlyArray<unknown>): Effect.Effect<Outcome | "stale", StoreUnavailable> {
@@ -354,8 +369,6 @@ export const makeRedisStore = (
 
     // the renewal round, every third of a lease, and at once after a reconnection (Redis may have
     // restarted, and a wake-up may have been missed)
-    const alarm = makeAlarm()
-    const renewNow = alarm.wake
     db.redis.on("ready", renewNow)
     subscriber.redis.on("ready", renewNow)
     yield* Effect.addFinalizer(() =>
