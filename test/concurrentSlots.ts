@@ -171,24 +171,24 @@ export const violations = (prog: Program, guardFor: (form: Request["form"]) => G
     return found
   })
 
+/** The check both kinds of random program are held to: run on the library, nothing is found wrong. */
+const noViolations = ([prog]: readonly [Program]) =>
+  Effect.gen(function* () {
+    expect(yield* violations(prog, libraryGuard)).toEqual([])
+  })
+
 /** The properties of random concurrent programs, each with the given number of runs. */
 export const concurrentProperties = (runs: { readonly plain: number; readonly scheduled: number }) => {
   it.effect.prop(
     "random concurrent slots that succeed, fail, die or are interrupted never exceed a limit and leave nothing",
     [program],
-    ([prog]) =>
-      Effect.gen(function* () {
-        expect(yield* violations(prog, libraryGuard)).toEqual([])
-      }),
+    noViolations,
     { fastCheck: { numRuns: runs.plain } }
   )
   it.effect.prop(
     "random programs mixing waiting, bypass, a global cap, tiers, resizes, timeouts, interruptions and defects stay within every limit, end every request and leave nothing",
     [scheduledProgram],
-    ([prog]) =>
-      Effect.gen(function* () {
-        expect(yield* violations(prog, libraryGuard)).toEqual([])
-      }),
+    noViolations,
     { fastCheck: { numRuns: runs.scheduled } }
   )
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
+import type { Scope } from "effect"
 import {
   bounds,
   collectWindows,
@@ -25,6 +26,7 @@ import {
 } from "./harness.js"
 import { clientKill, functionFlush, signal, wipeNow } from "./nemesis.js"
 import { type LoadSpec, now, type WorkerArgs } from "./protocol.js"
+import type { Holder } from "./witness.js"
 
 /** Small limits, short leases: every fault plays out within seconds. Leases stay above 6 × timeout. */
 const settings = (overrides: Partial<Settings> = {}): Settings => ({
@@ -61,9 +63,12 @@ const until = (what: string, done: () => boolean, timeoutMs = 10_000) =>
     }
   })
 
+/** The holder of `user` in process `pid` the witness sees now, if any. */
+const holderOf = (env: Env, pid: number, user: string) =>
+  Array.from(env.witness.holders.values()).find((h) => h.pid === pid && h.user === user)
+
 /** Whether process `pid` holds a slot of `user`, by the witness. */
-const holds = (env: Env, pid: number, user: string) => () =>
-  Array.from(env.witness.holders.values()).some((h) => h.pid === pid && h.user === user)
+const holds = (env: Env, pid: number, user: string) => () => holderOf(env, pid, user) !== undefined
 
 /** How many holders of process `pid` the witness has seen enter (those still holding included). */
 const countEnters = (env: Env, pid: number) => env.witness.entersBy.get(pid) ?? 0
@@ -73,35 +78,94 @@ const note = (name: string, measured: Record<string, unknown>) => {
   if (process.env["FAULTS_VERBOSE"]) console.log(`[faults] ${name}: ${JSON.stringify(measured)}`)
 }
 
-/** Starts one worker per entry of `loads`, in parallel, named from `first` on (A, B, C...). */
-const workers = (env: Env, loads: ReadonlyArray<ReadonlyArray<LoadSpec>>, first = "A") =>
+/**
+ * Starts one worker per entry of `loads`, in parallel, named from `first` on (A, B, C...), with
+ * `overrides` of their arguments; as many workers as `loads` has entries, in its order.
+ */
+const workers = <const L extends ReadonlyArray<ReadonlyArray<LoadSpec>>>(
+  env: Env,
+  loads: L,
+  first = "A",
+  overrides: Partial<WorkerArgs> = {}
+) =>
+  // Effect.all keeps the order: one worker for each entry of `loads`, a tuple as long as it
   Effect.all(
-    loads.map((l, i) => spawnWorker(env, String.fromCharCode(first.charCodeAt(0) + i), l)),
+    loads.map((l, i) => spawnWorker(env, String.fromCharCode(first.charCodeAt(0) + i), l, overrides)),
     { concurrency: "unbounded" }
-  )
+  ) as Effect.Effect<{ -readonly [K in keyof L]: Worker }, string, Scope.Scope>
+
+interface TrioOptions {
+  /** The loops of A's usual load. */
+  readonly holderLoops?: number
+  /** The requests of B and C waiting for `hot`. */
+  readonly waiterLoops?: number
+  /** Run once A has started, before it takes `hot`. */
+  readonly whenAStarted?: Effect.Effect<void>
+  /** Arguments of B and C (their Redis URL, to reach Redis another way than A). */
+  readonly others?: Partial<WorkerArgs>
+}
 
 /**
  * A holds `hot` (limit 1) for a minute, B and C wait for it; all three also run the usual load.
  * A fault that keeps A from renewing must stop A's holder before B or C can get `hot`. With
- * `others` B and C can reach Redis another way than A (directly, while A goes through the proxy).
+ * `options.others` B and C can reach Redis another way than A (directly, while A goes through
+ * the proxy).
  */
-const hotTrio = (env: Env, s: Settings, others: Partial<WorkerArgs> = {}) =>
+const hotTrio = (env: Env, s: Settings, options: TrioOptions = {}) =>
   Effect.gen(function* () {
-    const a = yield* spawnWorker(env, "A", [standardLoad(s, 4), hotHolder])
+    const a = yield* spawnWorker(env, "A", [standardLoad(s, options.holderLoops ?? 4), hotHolder])
+    if (options.whenAStarted !== undefined) yield* options.whenAStarted
     yield* until("A holds hot", holds(env, a.pid, HOT))
-    const [b, c] = yield* Effect.all(
-      [
-        spawnWorker(env, "B", [standardLoad(s, 4), hotWaiters(s)], others),
-        spawnWorker(env, "C", [standardLoad(s, 4), hotWaiters(s)], others)
-      ],
-      { concurrency: "unbounded" }
-    )
+    const waiters = [standardLoad(s, 4), hotWaiters(s, options.waiterLoops)]
+    const [b, c] = yield* workers(env, [waiters, waiters], "B", options.others)
     return [a, b, c] as const
+  })
+
+/** A's link to Redis goes through the proxy, B's and C's do not: the hot trio, under way for 800 ms. */
+const trioBehindProxy = (s: Settings) =>
+  Effect.gen(function* () {
+    const env = yield* environment(s, { proxy: true })
+    const all = yield* hotTrio(env, s, { others: { redis: env.redis.url } })
+    yield* Effect.sleep("800 millis")
+    return { env, proxy: env.proxy!, all, a: all[0] }
   })
 
 /** How long after `healedAt` the first holder entered (0 if one entered in the instant before it was noticed). */
 const servedAgain = (enteredAt: number | undefined, healedAt: number) =>
   enteredAt === undefined ? undefined : Math.max(0, enteredAt - healedAt)
+
+/**
+ * Runs `heal`, then waits (up to 10 s) for a holder matching `who` to enter: what `heal`
+ * returned, when it ended, and how long after that the holder entered (undefined: none did).
+ */
+const servedAfter = <A, E, R>(env: Env, heal: Effect.Effect<A, E, R>, who: (h: Holder) => boolean = () => true) =>
+  Effect.gen(function* () {
+    // watched from before `heal`: a holder entering the instant it ends counts
+    const served = watchEnter(env.witness, who, 10_000)
+    const healed = yield* heal
+    const healedAt = now()
+    return { healed, healedAt, servedAgainMs: servedAgain(yield* served, healedAt) }
+  })
+
+/** The longer of two waits to be served again; undefined (never served) if either is. */
+const longer = (x: number | undefined, y: number | undefined) =>
+  x === undefined || y === undefined ? undefined : Math.max(x, y)
+
+/**
+ * Cuts A off with `fault` (on its proxy) for 1.5 leases, then lets everything through again:
+ * when B or C took `hot` meanwhile, how long after the fault that was, and how long after
+ * healing A was served again.
+ */
+const cutOffA = (env: Env, s: Settings, a: Worker, fault: Effect.Effect<void>) =>
+  Effect.gen(function* () {
+    const takenOver = watchEnter(env.witness, (h) => h.user === HOT && h.pid !== a.pid, 10_000)
+    yield* fault
+    const faultAt = now()
+    yield* Effect.sleep(1.5 * s.leaseMs)
+    const takenOverAt = yield* takenOver
+    const { servedAgainMs } = yield* servedAfter(env, env.proxy!.passThrough, (h) => h.pid === a.pid)
+    return { takenOverAt, takenOverMs: takenOverAt === undefined ? undefined : takenOverAt - faultAt, servedAgainMs }
+  })
 
 interface FinishOptions {
   readonly exemptions?: Exemptions
@@ -187,16 +251,7 @@ describe("fault injection: the Redis store keeps its promises", () => {
       Effect.gen(function* () {
         const s = settings()
         const env = yield* environment(s)
-        const a = yield* spawnWorker(env, "A", [standardLoad(s, 4), hotHolder])
-        yield* until("A holds hot", holds(env, a.pid, HOT))
-        const [b, c] = yield* workers(
-          env,
-          [
-            [standardLoad(s, 4), hotWaiters(s)],
-            [standardLoad(s, 4), hotWaiters(s)]
-          ],
-          "B"
-        ).pipe(Effect.map((w) => [w[0]!, w[1]!]))
+        const [a, b, c] = yield* hotTrio(env, s)
         yield* untilReport(b, (r) => r.waiting > 0, 5000)
         yield* Effect.sleep("500 millis")
         const bound = bounds(s).slotBack
@@ -224,7 +279,7 @@ describe("fault injection: the Redis store keeps its promises", () => {
           [standardLoad(s, 2), hotWaiters(s, 4, [20, 60])],
           [standardLoad(s, 2), hotWaiters(s, 2, [20, 60])],
           [standardLoad(s, 2), hotWaiters(s, 2, [20, 60])]
-        ]).pipe(Effect.map((w) => [w[0]!, w[1]!, w[2]!]))
+        ])
         yield* Effect.sleep("800 millis")
         yield* untilReport(a, (r) => r.waiting >= 2, 5000)
         const bound = bounds(s).slotBack
@@ -254,18 +309,9 @@ describe("fault injection: the Redis store keeps its promises", () => {
       Effect.gen(function* () {
         const s = settings()
         const env = yield* environment(s)
-        const a = yield* spawnWorker(env, "A", [standardLoad(s, 6), hotHolder])
-        yield* until("A holds hot", holds(env, a.pid, HOT))
-        const [b, c] = yield* workers(
-          env,
-          [
-            [standardLoad(s, 4), hotWaiters(s)],
-            [standardLoad(s, 4), hotWaiters(s)]
-          ],
-          "B"
-        ).pipe(Effect.map((w) => [w[0]!, w[1]!]))
+        const [a, b, c] = yield* hotTrio(env, s, { holderLoops: 6 })
         yield* Effect.sleep("500 millis")
-        const held = Array.from(env.witness.holders.values()).find((h) => h.pid === a.pid && h.user === HOT)!
+        const held = holderOf(env, a.pid, HOT)!
         const takenOver = watchEnter(env.witness, (h) => h.user === HOT && h.pid !== a.pid, 4 * s.leaseMs)
         const pausedAt = now()
         yield* signal(a.pid, "SIGSTOP")
@@ -313,9 +359,7 @@ describe("fault injection: the Redis store keeps its promises", () => {
           waitTimeout: 0,
           think: [0, 2]
         }
-        const [a, b, c] = yield* workers(env, [[aLoad], [standardLoad(s)], [standardLoad(s)]]).pipe(
-          Effect.map((w) => [w[0]!, w[1]!, w[2]!])
-        )
+        const [a, b, c] = yield* workers(env, [[aLoad], [standardLoad(s)], [standardLoad(s)]])
         yield* Effect.sleep("800 millis")
         // Redis stops answering and A sends acquisitions; A blocks before they time out; Redis runs
         // them (granting those of free users) while A is blocked; when A runs again it reads those
@@ -361,26 +405,18 @@ describe("fault injection: the Redis store keeps its promises", () => {
         // happens and is measured. (The latency is added once A has started: starting takes
         // four round trips within one timeout.)
         const env = yield* environment(s, { proxy: true })
-        const a = yield* spawnWorker(env, "A", [standardLoad(s, 4), hotHolder])
-        yield* env.proxy!.latency(30)
-        yield* until("A holds hot", holds(env, a.pid, HOT))
-        const [b, c] = yield* Effect.all(
-          [
-            spawnWorker(env, "B", [standardLoad(s, 4), hotWaiters(s, 3)], { redis: env.redis.url }),
-            spawnWorker(env, "C", [standardLoad(s, 4), hotWaiters(s, 3)], { redis: env.redis.url })
-          ],
-          { concurrency: "unbounded" }
-        )
+        const [a, b, c] = yield* hotTrio(env, s, {
+          waiterLoops: 3,
+          whenAStarted: env.proxy!.latency(30),
+          others: { redis: env.redis.url }
+        })
         yield* Effect.sleep("800 millis")
-        const held = Array.from(env.witness.holders.values()).find((h) => h.pid === a.pid && h.user === HOT)!
+        const held = holderOf(env, a.pid, HOT)!
         const wipe = wipeNow()
         yield* env.redis.kill
         yield* Effect.sleep("300 millis")
-        const served = watchEnter(env.witness, () => true, 10_000)
-        yield* env.redis.start
-        const healedAt = now()
+        const { healedAt, servedAgainMs } = yield* servedAfter(env, env.redis.start)
         const b_ = bounds(s)
-        const servedAgainMs = servedAgain(yield* served, healedAt)
         yield* until("A's holder of the lost state stopped", () => held.exitedAt !== undefined, 5000)
         yield* Effect.sleep("1000 millis")
         const exemptions: Exemptions = { pauses: [], wipes: [wipe] }
@@ -412,10 +448,7 @@ describe("fault injection: the Redis store keeps its promises", () => {
         yield* Effect.sleep("800 millis")
         yield* env.redis.pause
         yield* Effect.sleep(1.2 * s.leaseMs)
-        const served = watchEnter(env.witness, () => true, 10_000)
-        yield* env.redis.resume
-        const healedAt = now()
-        const servedAgainMs = servedAgain(yield* served, healedAt)
+        const { servedAgainMs } = yield* servedAfter(env, env.redis.resume)
         yield* Effect.sleep("1500 millis")
         const checked = yield* finish(env, all)
         const hotLost = all[0].latest?.total.counts.leaseLost
@@ -444,12 +477,9 @@ describe("fault injection: the Redis store keeps its promises", () => {
           let servedAgainMs: number | undefined = 0
           for (let i = 0; i < 3; i++) {
             // a wait-mode request of B is served after each kill (a missed wake-up is caught up)
-            const served = watchEnter(env.witness, (h) => h.pid === w[1]!.pid, 10_000)
-            killed.push(yield* clientKill(env.redis.port, type))
-            const healedAt = now()
-            const after = servedAgain(yield* served, healedAt)
-            servedAgainMs =
-              after === undefined || servedAgainMs === undefined ? undefined : Math.max(servedAgainMs, after)
+            const after = yield* servedAfter(env, clientKill(env.redis.port, type), (h) => h.pid === w[1].pid)
+            killed.push(after.healed)
+            servedAgainMs = longer(servedAgainMs, after.servedAgainMs)
             yield* Effect.sleep("400 millis")
           }
           yield* Effect.sleep("800 millis")
@@ -469,11 +499,7 @@ describe("fault injection: the Redis store keeps its promises", () => {
       Effect.gen(function* () {
         const s = settings({ maxTotal: 3 })
         // only A goes through the proxy: B and C keep using Redis while A is slowed down
-        const env = yield* environment(s, { proxy: true })
-        const proxy = env.proxy!
-        const all = yield* hotTrio(env, s, { redis: env.redis.url })
-        const [a] = all
-        yield* Effect.sleep("800 millis")
+        const { env, proxy, all, a } = yield* trioBehindProxy(s)
         // a round trip of half the timeout: slow, but every call is answered in time
         yield* proxy.latency(s.timeoutMs / 4)
         const grantedBefore = countEnters(env, a.pid)
@@ -481,19 +507,10 @@ describe("fault injection: the Redis store keeps its promises", () => {
         const grantedWhileSlow = countEnters(env, a.pid) - grantedBefore
         // a round trip of 1.5 timeouts: A's calls all time out (Redis runs them late), its renewals
         // are never confirmed: its holder of hot must stop before B or C can get hot
-        const takenOver = watchEnter(env.witness, (h) => h.user === HOT && h.pid !== a.pid, 10_000)
-        yield* proxy.latency(0.75 * s.timeoutMs)
-        const slowAt = now()
-        yield* Effect.sleep(1.5 * s.leaseMs)
-        const takenOverAt = yield* takenOver
-        const served = watchEnter(env.witness, (h) => h.pid === a.pid, 10_000)
-        yield* proxy.passThrough
-        const healedAt = now()
-        const servedAgainMs = servedAgain(yield* served, healedAt)
+        const { takenOverAt, takenOverMs, servedAgainMs } = yield* cutOffA(env, s, a, proxy.latency(0.75 * s.timeoutMs))
         yield* Effect.sleep("1500 millis")
         const checked = yield* finish(env, all)
         const hotLost = a.latest?.total.counts.leaseLost
-        const takenOverMs = takenOverAt === undefined ? undefined : takenOverAt - slowAt
         note("latency", {
           grantedWhileSlow,
           takenOverMs,
@@ -517,25 +534,12 @@ describe("fault injection: the Redis store keeps its promises", () => {
       Effect.gen(function* () {
         const s = settings({ maxTotal: 3 })
         // only A goes through the proxy: B and C keep using Redis while A hears nothing
-        const env = yield* environment(s, { proxy: true })
-        const proxy = env.proxy!
-        const all = yield* hotTrio(env, s, { redis: env.redis.url })
-        const [a] = all
-        yield* Effect.sleep("800 millis")
-        const held = Array.from(env.witness.holders.values()).find((h) => h.pid === a.pid && h.user === HOT)!
-        const takenOver = watchEnter(env.witness, (h) => h.user === HOT && h.pid !== a.pid, 10_000)
-        yield* proxy.blackhole
-        const cutAt = now()
-        yield* Effect.sleep(1.5 * s.leaseMs)
-        const takenOverAt = yield* takenOver
-        const served = watchEnter(env.witness, (h) => h.pid === a.pid, 10_000)
-        yield* proxy.passThrough
-        const healedAt = now()
-        const servedAgainMs = servedAgain(yield* served, healedAt)
+        const { env, proxy, all, a } = yield* trioBehindProxy(s)
+        const held = holderOf(env, a.pid, HOT)!
+        const { takenOverAt, takenOverMs, servedAgainMs } = yield* cutOffA(env, s, a, proxy.blackhole)
         yield* Effect.sleep("1500 millis")
         const checked = yield* finish(env, all)
         const hotLost = a.latest?.total.counts.leaseLost
-        const takenOverMs = takenOverAt === undefined ? undefined : takenOverAt - cutAt
         // how long before B or C got hot A's holder had left: the watchdog's margin, as seen from outside
         const marginMs = takenOverAt === undefined ? undefined : takenOverAt - held.exitedAt!
         note("blackhole", { takenOverMs, marginMs, servedAgainMs, bound: bounds(s).serveAgain, hotLost, ...checked })
@@ -559,11 +563,13 @@ describe("fault injection: the Redis store keeps its promises", () => {
         yield* Effect.sleep("800 millis")
         let servedAgainMs: number | undefined = 0
         for (let i = 0; i < 5; i++) {
-          const served = watchEnter(env.witness, () => true, 10_000)
           yield* functionFlush(env.redis.port)
-          const after = servedAgain(yield* served, now())
-          servedAgainMs =
-            after === undefined || servedAgainMs === undefined ? undefined : Math.max(servedAgainMs, after)
+          // watched from the flush on: a holder that entered before it proves nothing
+          const flushedAt = now()
+          servedAgainMs = longer(
+            servedAgainMs,
+            servedAgain(yield* watchEnter(env.witness, () => true, 10_000), flushedAt)
+          )
           yield* Effect.sleep("300 millis")
         }
         yield* Effect.sleep("500 millis")
@@ -586,7 +592,7 @@ describe("fault injection: the Redis store keeps its promises", () => {
           [standardLoad(s, 4), hotWaiters(s)],
           [standardLoad(s, 4), hotWaiters(s)],
           [standardLoad(s, 4)]
-        ]).pipe(Effect.map((w) => [w[0]!, w[1]!, w[2]!]))
+        ])
         yield* Effect.sleep("800 millis")
         const call = bounds(s).call
         // drain: the waiters are refused, the bodies running finish (0-20 ms), then nothing is held
@@ -659,10 +665,10 @@ describe("fault injection: the Redis store keeps its promises", () => {
           const wipe = wipeNow()
           yield* outage === "paused" ? env.redis.pause : env.redis.kill
           yield* Effect.sleep("2000 millis")
-          const served = watchEnter(env.witness, () => true, 10_000)
-          yield* outage === "paused" ? env.redis.resume : env.redis.start
-          const healedAt = now()
-          const servedAgainMs = servedAgain(yield* served, healedAt)
+          const { healedAt, servedAgainMs } = yield* servedAfter(
+            env,
+            outage === "paused" ? env.redis.resume : env.redis.start
+          )
           yield* Effect.sleep("2500 millis")
           const exemptions: Exemptions = { pauses: [], wipes: outage === "down" ? [wipe] : [] }
           const checked = yield* finish(env, all, { exemptions })

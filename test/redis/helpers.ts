@@ -4,6 +4,7 @@ import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
 import { eventually } from "../eventually.js"
 import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
+import { freePort, startRedis } from "./server.js"
 
 /** Two managers on one prefix, as two processes would be (separate connections, separate process ids). */
 export const twoProcesses = (options: Omit<RedisStore.Options, "prefix">) =>
@@ -13,6 +14,25 @@ export const twoProcesses = (options: Omit<RedisStore.Options, "prefix">) =>
     const a = yield* RedisStore.make({ redis: redisUrl, ...options, prefix })
     const b = yield* RedisStore.make({ redis: redisUrl, ...options, prefix })
     return { a, b, prefix }
+  })
+
+/**
+ * A redis-server of the test's own on a free port (started with the extra arguments `args`,
+ * stopped when the scope closes): its port, its process and its URL.
+ */
+export const ownRedisServer = (args: ReadonlyArray<string> = []) =>
+  Effect.gen(function* () {
+    const port = yield* freePort
+    const server = yield* startRedis(port, args)
+    return { port, server, url: `redis://127.0.0.1:${port}` }
+  })
+
+/** A redis-server of the test's own (as `ownRedisServer`) and a store `q` on it made with `options`. */
+export const ownRedisStore = (options: Omit<RedisStore.Options, "redis">, args?: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const own = yield* ownRedisServer(args)
+    const q = yield* RedisStore.make({ ...options, redis: own.url })
+    return { ...own, q }
   })
 
 /** Runs `f` on a connection of its own to the shared Redis, or to the test's own Redis on `port`. */

@@ -3,25 +3,15 @@ import { Effect, Exit, Fiber, Scope } from "effect"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
 import { hold } from "../support.js"
-import { freePort, startRedis, stop } from "./server.js"
+import { ownRedisServer, ownRedisStore } from "./helpers.js"
+import { startRedis, stop } from "./server.js"
 
 /**
  * A redis-server of the test's own on a free port, and a manager on it; leases long enough
  * that nothing here heals by expiring.
  */
-const ownRedis = (options: Partial<RedisStore.Options> = {}) =>
-  Effect.gen(function* () {
-    const port = yield* freePort
-    const server = yield* startRedis(port)
-    const q = yield* RedisStore.make({
-      maxUserQueue: 3,
-      redis: `redis://127.0.0.1:${port}`,
-      timeout: "300 millis",
-      leaseTime: "60 seconds",
-      ...options
-    })
-    return { port, server, q }
-  })
+const ownRedis = (options: Partial<Omit<RedisStore.Options, "redis">> = {}) =>
+  ownRedisStore({ maxUserQueue: 3, timeout: "300 millis", leaseTime: "60 seconds", ...options })
 
 const untilCount = (q: QueueManager.Service, userId: number, n: number) =>
   Effect.gen(function* () {
@@ -95,14 +85,11 @@ describe("Redis down or paused", () => {
     "closing the layer while Redis is paused does not wait for Redis",
     () =>
       Effect.gen(function* () {
-        const port = yield* freePort
-        const server = yield* startRedis(port)
+        const { server, url } = yield* ownRedisServer()
         const scope = yield* Scope.make()
-        const q = yield* RedisStore.make({
-          maxUserQueue: 3,
-          redis: `redis://127.0.0.1:${port}`,
-          timeout: "300 millis"
-        }).pipe(Scope.extend(scope))
+        const q = yield* RedisStore.make({ maxUserQueue: 3, redis: url, timeout: "300 millis" }).pipe(
+          Scope.extend(scope)
+        )
         expect(yield* q.tryAcquire(1)).toBe(true)
         server.kill("SIGSTOP")
         // would hang until the test times out if closing waited for Redis's answer

@@ -7,8 +7,7 @@ import { Effect, Exit, Fiber, Logger, LogLevel, Scope } from "effect"
 import { Redis } from "ioredis"
 import * as RedisStore from "../../src/RedisStore.js"
 import { uniquePrefix } from "../support.js"
-import { withRedis } from "./helpers.js"
-import { freePort, startRedis } from "./server.js"
+import { ownRedisStore, withRedis } from "./helpers.js"
 
 const quiet = Logger.withMinimumLogLevel(LogLevel.None)
 
@@ -37,11 +36,8 @@ describe("Redis store under pauses of Redis", () => {
     "onUnavailable local: a wait-mode request answered after the fallback began does not run beside a local slot",
     () =>
       Effect.gen(function* () {
-        const port = yield* freePort
-        const server = yield* startRedis(port)
-        const q = yield* RedisStore.make({
+        const { q, server } = yield* ownRedisStore({
           maxUserQueue: 1,
-          redis: `redis://127.0.0.1:${port}`,
           prefix: uniquePrefix(),
           timeout: "500 millis",
           leaseTime: "6 seconds",
@@ -76,13 +72,10 @@ describe("Redis store under pauses of Redis", () => {
 
   const renewalRound = (withGiveBack: boolean) =>
     Effect.gen(function* () {
-      const port = yield* freePort
-      const server = yield* startRedis(port)
       const prefix = uniquePrefix()
       // leaseTime = 10 × timeout: well above the 6 × timeout the README asks for
-      const q = yield* RedisStore.make({
+      const { port, q, server } = yield* ownRedisStore({
         maxUserQueue: 0,
-        redis: `redis://127.0.0.1:${port}`,
         prefix,
         timeout: "150 millis",
         leaseTime: "1500 millis"
@@ -119,19 +112,16 @@ describe("Redis store under pauses of Redis", () => {
 
   it.live("closing the layer gives back what a timed-out acquisition was granted (not left for a lease)", () =>
     Effect.gen(function* () {
-      const port = yield* freePort
-      const server = yield* startRedis(port)
       const prefix = uniquePrefix()
-      const options: RedisStore.Options = {
+      const options: Omit<RedisStore.Options, "redis"> = {
         maxUserQueue: 1,
-        redis: `redis://127.0.0.1:${port}`,
         prefix,
         timeout: "200 millis",
         leaseTime: "60 seconds"
       }
-      const b = yield* RedisStore.make(options).pipe(quiet)
+      const { port, q: b, server, url } = yield* ownRedisStore(options).pipe(quiet)
       const scope = yield* Scope.make()
-      const a = yield* RedisStore.make(options).pipe(quiet, Scope.extend(scope))
+      const a = yield* RedisStore.make({ ...options, redis: url }).pipe(quiet, Scope.extend(scope))
       server.kill("SIGSTOP")
       expect((yield* Effect.either(a.tryAcquire(1)))._tag).toBe("Left") // timed out
       server.kill("SIGCONT") // Redis runs it now: a holds a slot nobody uses

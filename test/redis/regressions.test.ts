@@ -8,8 +8,8 @@ import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
 import { eventually } from "../eventually.js"
 import { deleteKeys, redisUrl, uniquePrefix, untilWaiting } from "../support.js"
-import { twoProcesses, withRedis } from "./helpers.js"
-import { freePort, startRedis, stop } from "./server.js"
+import { ownRedisStore, twoProcesses, withRedis } from "./helpers.js"
+import { stop } from "./server.js"
 
 /** Lets every callback already due run (ioredis writes, batched calls) before going on. */
 const nextTurn = Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
@@ -127,11 +127,8 @@ describe("Redis store, found in review", () => {
 
   it.live("with onUnavailable local, a raw release never gives back the slot of a withSlot holder", () =>
     Effect.gen(function* () {
-      const port = yield* freePort
-      const server = yield* startRedis(port)
-      const q = yield* RedisStore.make({
+      const { q, server } = yield* ownRedisStore({
         maxUserQueue: 1,
-        redis: `redis://127.0.0.1:${port}`,
         timeout: "200 millis",
         leaseTime: "5 seconds",
         onUnavailable: "local"

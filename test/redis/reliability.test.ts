@@ -5,13 +5,12 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Exit, FastCheck, Fiber, Logger, LogLevel, Scope, Supervisor } from "effect"
-import { type ChildProcess, spawn } from "node:child_process"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
 import { eventually } from "../eventually.js"
 import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
-import { expireLeases, keysOf, loseLease, loseState, twoProcesses, withRedis } from "./helpers.js"
-import { freePort, startRedis, stop } from "./server.js"
+import { expireLeases, keysOf, loseLease, loseState, ownRedisStore, twoProcesses, withRedis } from "./helpers.js"
+import { startRedis, stop } from "./server.js"
 
 /** Blocks this process's event loop for `millis`, as a pause (SIGSTOP, a long GC) would. */
 const freeze = (millis: number) =>
@@ -170,12 +169,9 @@ describe("Redis store reliability", () => {
 
   it.live("a failed acquisition starts no retry of its own, and calls that never left are not given back", () =>
     Effect.gen(function* () {
-      const port = yield* freePort
-      const server = yield* startRedis(port)
       const fibers = yield* Supervisor.track
-      const q = yield* RedisStore.make({
+      const { q, server } = yield* ownRedisStore({
         maxUserQueue: 3,
-        redis: `redis://127.0.0.1:${port}`,
         timeout: "200 millis",
         leaseTime: "5 seconds"
       }).pipe(Effect.supervised(fibers))
@@ -193,12 +189,9 @@ describe("Redis store reliability", () => {
 
   it.live("after a pause of Redis, what timed-out calls did is given back together, in a few calls", () =>
     Effect.gen(function* () {
-      const port = yield* freePort
-      const server = yield* startRedis(port)
       const prefix = uniquePrefix()
-      const q = yield* RedisStore.make({
+      const { port, q, server } = yield* ownRedisStore({
         maxUserQueue: 0,
-        redis: `redis://127.0.0.1:${port}`,
         prefix,
         timeout: "150 millis",
         leaseTime: "3 seconds"
@@ -269,44 +262,12 @@ describe("Redis store reliability", () => {
     "with more leases than one renewal call carries, every holder is told before Redis could expire its lease",
     () =>
       Effect.gen(function* () {
-        const port = yield* freePort
-        yield* Effect.acquireRelease(
-          Effect.sync(() =>
-            spawn(
-              "redis-server",
-              [
-                "--port",
-                String(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--enable-debug-command",
-                "yes"
-              ],
-              { stdio: "ignore" }
-            )
-          ).pipe(
-            Effect.tap(() =>
-              eventually(
-                "redis-server answers",
-                Effect.either(withRedis((r) => r.ping(), port)),
-                (r) => r._tag === "Right"
-              )
-            )
-          ),
-          (child: ChildProcess) => stop(child)
-        )
         const prefix = uniquePrefix()
-        const q = yield* RedisStore.make({
-          maxUserQueue: 0,
-          redis: `redis://127.0.0.1:${port}`,
-          prefix,
-          timeout: "300 millis",
-          leaseTime: "2400 millis"
-        })
+        // DEBUG enabled: the test pauses Redis below with DEBUG SLEEP
+        const { port, q } = yield* ownRedisStore(
+          { maxUserQueue: 0, prefix, timeout: "300 millis", leaseTime: "2400 millis" },
+          ["--enable-debug-command", "yes"]
+        )
         // when each holder had stopped: its withSlot ended (after its body did)
         const toldAt = new Map<number, number>()
         const holders = yield* Effect.forEach(
@@ -341,16 +302,13 @@ describe("Redis store reliability", () => {
     "after Redis restarts without its data, the holders of before are stopped at once, not at the next renewal",
     () =>
       Effect.gen(function* () {
-        const port = yield* freePort
-        const first = yield* startRedis(port)
-        const options: RedisStore.Options = {
+        const options: Omit<RedisStore.Options, "redis"> = {
           maxUserQueue: 1,
-          redis: `redis://127.0.0.1:${port}`,
           timeout: "300 millis",
           leaseTime: "60 seconds"
         }
-        const a = yield* RedisStore.make(options)
-        const b = yield* RedisStore.make(options)
+        const { port, server: first, url, q: a } = yield* ownRedisStore(options)
+        const b = yield* RedisStore.make({ ...options, redis: url })
         const holder = yield* Effect.fork(a.withSlot(1)(Effect.never))
         yield* eventually("a holds", a.stats, (s) => s.inFlight === 1)
         yield* stop(first)

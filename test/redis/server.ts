@@ -32,17 +32,20 @@ const answering = (port: number) =>
     throw new Error(`redis-server on port ${port} did not start`)
   })
 
-/** A `redis-server` of the test's own on `port` (never the shared one), until the scope closes or it is stopped. */
-export const startRedis = (port: number) =>
+/** Spawns `redis-server` on loopback `port`, keeping nothing on disk, with the extra arguments `args`. */
+const spawnServer = (port: number, args: ReadonlyArray<string>) =>
+  Effect.sync(() => {
+    const loopbackNoDisk = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return spawn("redis-server", [...loopbackNoDisk, ...args], { stdio: "ignore" })
+  })
+
+/**
+ * A `redis-server` of the test's own on `port` (never the shared one), with the extra arguments
+ * `args`, until the scope closes or it is stopped.
+ */
+export const startRedis = (port: number, args: ReadonlyArray<string> = []) =>
   Effect.acquireRelease(
-    Effect.tap(
-      Effect.sync(() =>
-        spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-          stdio: "ignore"
-        })
-      ),
-      () => answering(port)
-    ),
+    Effect.tap(spawnServer(port, args), () => answering(port)),
     (child) => stop(child)
   )
 
@@ -61,11 +64,7 @@ export const stop = (child: ChildProcess) =>
  */
 export const spawnRedis = (port: number) =>
   Effect.flatMap(
-    Effect.sync(() =>
-      spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-        stdio: "ignore"
-      })
-    ),
+    spawnServer(port, []),
     // a server that never answers is not left behind
     (child) =>
       Effect.as(

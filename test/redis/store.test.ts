@@ -10,12 +10,12 @@ import {
   keysOf,
   leaseIdsOf,
   loseLease,
+  ownRedisServer,
   someoneWaits,
   twoProcesses,
   warningLog,
   withRedis
 } from "./helpers.js"
-import { freePort, startRedis } from "./server.js"
 
 describe("Redis store", () => {
   it.scoped("limits are shared across processes", () =>
@@ -404,8 +404,7 @@ describe("Redis store", () => {
   it.live("where the server refuses to load a function library, the store runs the same code as scripts", () =>
     Effect.gen(function* () {
       // a server of this test's own, whose user may run everything but FUNCTION (as some managed Redis do)
-      const port = yield* freePort
-      yield* startRedis(port)
+      const { port } = yield* ownRedisServer()
       yield* withRedis(
         (redis) => redis.call("ACL", "SETUSER", "scripts", "on", ">secret", "~*", "&*", "+@all", "-function"),
         port
