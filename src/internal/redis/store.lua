@@ -44,6 +44,10 @@ local TYPES = { 'hash', 'hash', 'zset', 'hash', 'zset', 'zset', 'zset', 'hash' }
 -- set by begin for the call running now
 local H, HELD, LEASES, TICKETS, TEXP, LINES, READY, LIMITS
 local NOW, EPOCH, CAP, DQ, leaseMs, channel, maxWaiting
+-- the fencing counter and the count of grants, read by begin and written back by finish (one
+-- command each per call, not per grant); whether anyone may wait (else lines, their limits, the
+-- turn order and the requests' expiry are empty: nothing to look at)
+local TOKEN, ACQUIRED, anyWaiting, grantedBefore
 
 -- a whole number as text: Lua writes numbers above 10^14 as 1e+15, which reads back as 1
 local function fmt(n) return string.format('%.0f', n) end
@@ -64,10 +68,12 @@ local function begin(KEYS, ARGV)
   local clock = redis.call('TIME')
   NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   leaseMs, channel, maxWaiting = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[6])
-  local state = redis.call('HMGET', H, 'epoch', 'layout', 'cap', 'dq', 'seq')
+  local state = redis.call('HMGET', H, 'epoch', 'layout', 'cap', 'dq', 'seq', 'token', 'acquired')
   if state[5] or (state[2] and state[2] ~= LAYOUT) then foreign(H, 'an older layout') end
   if state[1] then
     EPOCH, CAP, DQ = state[1], tonumber(state[3]), tonumber(state[4])
+    TOKEN, ACQUIRED = tonumber(state[6]), tonumber(state[7])
+    grantedBefore, anyWaiting = ACQUIRED, redis.call('HLEN', LIMITS) > 0
     return
   end
   -- a new state, or a lost one (a restart without persistence, a flush): what is left without
@@ -75,8 +81,14 @@ local function begin(KEYS, ARGV)
   -- every token of an earlier state (fewer than one grant per microsecond can have been made)
   redis.call('DEL', HELD, LEASES, TICKETS, TEXP, LINES, READY, LIMITS)
   EPOCH, CAP, DQ = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])
-  redis.call('HSET', H, 'epoch', EPOCH, 'token', fmt(NOW * 1000), 'cap', CAP, 'dq', DQ, 'turn', 0,
+  TOKEN, ACQUIRED, anyWaiting, grantedBefore = NOW * 1000, 0, false, 0
+  redis.call('HSET', H, 'epoch', EPOCH, 'token', fmt(TOKEN), 'cap', CAP, 'dq', DQ, 'turn', 0,
     'acquired', 0, 'layout', LAYOUT, 'about', ABOUT)
+end
+
+-- writes back what begin read and the call changed
+local function finish()
+  if ACQUIRED ~= grantedBefore then redis.call('HSET', H, 'token', fmt(TOKEN), 'acquired', ACQUIRED) end
 end
 
 local function userOf(id) return string.match(id, '^[^:]*:[^:]*:(.*)$') end
@@ -101,8 +113,10 @@ local function total() return redis.call('ZCARD', LEASES) end
 
 -- the limit of u's line, or nil when u has no waiters
 local function lineLimit(u)
+  if not anyWaiting then return nil end
   local entry = redis.call('HGET', LIMITS, u)
-  return entry and tonumber(string.match(entry, '^(%d+)\t'))
+  if not entry then return nil end -- (redis.call gives false for a missing field)
+  return tonumber(string.match(entry, '^(%d+)\t'))
 end
 
 -- whether u's first waiter (it has one) fits u's own limit
@@ -130,8 +144,8 @@ end
 local function grant(u, id, expiry)
   redis.call('ZADD', LEASES, expiry, id)
   local active = redis.call('HINCRBY', HELD, u, 1)
-  redis.call('HINCRBY', H, 'acquired', 1)
-  return active, redis.call('HINCRBY', H, 'token', 1)
+  ACQUIRED, TOKEN = ACQUIRED + 1, TOKEN + 1
+  return active, TOKEN
 end
 
 -- gives lease id back without admitting anyone; returns its user and the user's count left, or nil
@@ -163,7 +177,7 @@ end
 
 -- hands free capacity to the ready users, one slot per turn, in turn order
 local function dispatch()
-  while CAP == 0 or total() < CAP do
+  while anyWaiting and (CAP == 0 or total() < CAP) do
     local u = redis.call('ZRANGE', READY, 0, 0)[1]
     if not u then return end
     redis.call('ZREM', READY, u)
@@ -184,7 +198,7 @@ end
 
 -- expired requests leave first (so none is admitted), then expired leases go back
 local function purge()
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', TEXP, '-inf', NOW)) do
+  for _, id in ipairs(anyWaiting and redis.call('ZRANGEBYSCORE', TEXP, '-inf', NOW) or {}) do
     local info = redis.call('HGET', TICKETS, id)
     if info and string.sub(info, 1, 1) == 'w' then unqueue(id, info) else redis.call('ZREM', TEXP, id) end
   end
@@ -199,7 +213,7 @@ local function acquire(u, limit, flags, id, dq)
   -- the caller computed the limit under another default: it must compute it again
   if dq ~= DQ then return { 3, DQ } end
   local bypass, wait = flags % 2 == 1, flags >= 2
-  local active, hasLine = heldOf(u), redis.call('HEXISTS', LIMITS, u) == 1
+  local active, hasLine = heldOf(u), lineLimit(u) ~= nil
   local fitsUser = bypass or limit == 0 or active < limit
   local fitsTotal = CAP == 0 or total() < CAP
   if fitsUser and fitsTotal and not (wait and hasLine) then
@@ -219,6 +233,7 @@ local function acquire(u, limit, flags, id, dq)
     redis.call('HINCRBY', H, 'refused:waiting', 1)
     return { 0, 'waiting', queued, maxWaiting }
   end
+  anyWaiting = true
   local seq = string.format('%016x', redis.call('HINCRBY', H, 'turn', 1))
   redis.call('ZADD', LINES, 0, lineStart(u) .. seq .. id)
   redis.call('HSET', TICKETS, id, 'w' .. (bypass and '1' or '0') .. seq .. channel)
@@ -346,9 +361,15 @@ function calls.configure(ARGV)
   return { 1 }
 end
 
--- runs call name: the purge first, then the call; every reply begins with epoch, cap, dq
+-- runs call name: the purge first, then the call; every reply begins with epoch, cap, dq. What
+-- begin read is written back also when the call fails midway (Redis keeps what it did)
 local function run(name, KEYS, ARGV)
   begin(KEYS, ARGV)
-  purge()
-  return reply(calls[name](ARGV))
+  local ok, result = pcall(function()
+    purge()
+    return reply(calls[name](ARGV))
+  end)
+  finish()
+  if not ok then error(result, 0) end
+  return result
 end
