@@ -125,30 +125,29 @@ export const redisCycles: Benchmark = {
         ],
         targets: [target(scenarios[0]!, 1, "≥ 1.00× (no slower)"), target(scenarios[1]!, 0.5, "≥ 2.00×")],
         notes: [
-          "Where the time goes (measured on a quiet day of this machine with `INFO commandstats`, `INFO cpu` and " +
-            "`process.cpuUsage`; the figures move with its load). With 1 caller a release goes out with the next " +
-            "acquisition: one round trip per cycle, whose script took about 15 µs of Redis time against about 6 µs " +
-            "for redis-semaphore's acquire script plus 1 µs for its `ZREM`; but each round trip costs both processes " +
-            "far more than the script (this process about 52 µs of CPU per cycle against 75 µs, Redis 42 µs against " +
-            "59 µs), so our one round trip against its two decides. With 64 callers on 64 users a round trip " +
-            "carries up to 32 operations, and per cycle this process spent about 5–6 µs of CPU against 12 µs and " +
-            "Redis about 5 µs against 8.5 µs: the 2 cores are busy with both, so cycles per second follow the sum.",
-          "What brought the 64-caller rate from par with redis-semaphore to about twice its rate (each measured " +
-            "alone): ioredis's `call` flattened each batch's arguments with `Array.prototype.flat` (about 6 µs for " +
-            "90 arguments), so they are handed to it flat; Redis keeps small hashes and sorted sets as listpacks, " +
-            "scanned on every access (2 µs per lease added with 64 leases held), so lease ids are longer than a " +
-            "listpack value (64 bytes) and the bookkeeping hash holds one such field, which keeps both in the " +
-            "encodings that find a member in one step; a call adds its new leases in one `ZADD` at its end, their " +
-            "expiry formatted once, and writes no count that was given back and taken again; a granted acquisition " +
-            "is answered with a bare number; a release takes no Effect " +
-            "step of its own; a waiting request no longer makes a `Deferred`, which cost more than the rest of a wait.",
-          "With 8 users the callers wait, and each cycle hands a slot to the next waiter in Redis, which wakes its " +
-            "process through pub/sub: about 13 commands and 15 µs of script time per cycle (33 commands before the " +
-            "scripts kept each user's line length, limit and turn-order place once read and admitted a waiter " +
-            "directly while nobody else waits for the cap) and about 19 µs of this process's CPU, against 4 µs and " +
-            "13 µs for redis-semaphore. That is the price of first-in first-out: a redis-semaphore caller that " +
-            "releases takes the slot back at once, before any poller retries (it keeps no queue), so in a closed " +
-            "loop its pollers cost latency (section 9), not cycles."
+          "Where the time goes (measured on this machine with `INFO commandstats`, `INFO cpu` and " +
+            "`process.cpuUsage` on the compiled library; the figures move with its load). With 64 callers on 64 " +
+            "users a round trip carries up to 32 operations, and per cycle this process spends about 26 µs of CPU " +
+            "and Redis about 9 µs (8.5 µs of script, about 8 commands). About 17 µs of this process's share is the " +
+            "child fiber in which `withSlot` runs its body on the Redis store, so that a lost lease can stop the " +
+            "body and `withSlot` can still fail with `LeaseLost` in the caller's fiber (`tryAcquire` + `release`, " +
+            "which have no body to stop, take about 9 µs per cycle). Redis's share is what the rebuilt store checks " +
+            "on every call: the type of the eight keys it declares, the epoch and the limits, the expired requests " +
+            "and leases; then three commands for a grant and three for a release. With 1 caller a release goes out " +
+            "with the next acquisition: one round trip per cycle, whose script takes about 23–26 µs of Redis time.",
+          "Before the store was rebuilt for correctness under faults (issue 13) the same benchmark gave 1.43× " +
+            "redis-semaphore's rate with 1 caller and 2.05× with 64: its scripts kept counts and line lengths " +
+            "across a call's operations and wrote them back once, skipped the waiting keys while nobody waited " +
+            "(as this one does), and `withSlot` ran its body in the caller's fiber, interrupting that fiber under " +
+            "an identity of its own on a lost lease and then rewriting the fiber's interruption state, which " +
+            "Effect does not offer as an operation. The fault suite found each of those places wanting; the " +
+            "figures above are what the plain mechanisms cost.",
+          "With 8 users the callers wait, and each cycle hands a slot to the next waiter in Redis, which wakes " +
+            "its process through pub/sub: about 34 commands and 34 µs of script time per cycle (the request joins " +
+            "its user's line in `lines`, is found by a range query, leaves it, and takes a turn in the round-robin " +
+            "order even without a global cap) and about 42 µs of this process's CPU. That is the price of " +
+            "first-in first-out: a redis-semaphore caller that releases takes the slot back at once, before any " +
+            "poller retries (it keeps no queue), so in a closed loop its pollers cost latency (section 9), not cycles."
         ]
       }
     })
