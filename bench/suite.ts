@@ -1,6 +1,7 @@
 import { fairness } from "./fairness.js"
 import { handoff } from "./handoff.js"
 import { hitPath } from "./hitPath.js"
+import { lines } from "./lines.js"
 import { memory } from "./memory.js"
 import type { Benchmark } from "./report.js"
 import { scale } from "./scale.js"
@@ -10,7 +11,7 @@ import { redisReclaim } from "./redisReclaim.js"
 import { redisRoundTrips } from "./redisRoundTrips.js"
 import { scopedSlot } from "./scoped.js"
 
-/** Every benchmark: issue 3, item 10, then the Redis store's (issue 4, item 8). */
+/** Every benchmark: issue 3, item 10, the waiting lines (issue 14), then the Redis store's (issue 4, item 8). */
 export const suite: ReadonlyArray<Benchmark> = [
   hitPath,
   scopedSlot,
@@ -18,6 +19,7 @@ export const suite: ReadonlyArray<Benchmark> = [
   memory,
   fairness,
   handoff,
+  lines,
   redisCycles,
   redisRoundTrips,
   redisHandoff,

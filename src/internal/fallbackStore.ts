@@ -1,7 +1,7 @@
 import { Effect } from "effect"
 import type { UserId } from "../QueueManager.js"
 import type { StoreUnavailable } from "./errors.js"
-import type { Scheduler } from "./scheduler.js"
+import type { MemoryStore } from "./memoryStore.js"
 import type { Grant, Lease, Local, Store, Ticket } from "./store.js"
 
 /** A shared store a local one can stand in for. */
@@ -29,7 +29,7 @@ class LocalLease implements Lease {
  * waiting in the shared store are failed when the fallback begins (they would be admitted
  * there without counting the local slots). Reads fall back to the local view too.
  */
-export const withFallback = (shared: SharedStore, local: Store & { readonly scheduler: Scheduler }): Store => {
+export const withFallback = (shared: SharedStore, local: MemoryStore): Store => {
   const localTickets = new WeakSet<Ticket>()
   const localGrant = (grant: Grant): Grant => ({ ...grant, lease: new LocalLease() })
   /** Local slots taken for `tryAcquire`, per user: only those does a `release` without a lease give back. */
@@ -40,12 +40,12 @@ export const withFallback = (shared: SharedStore, local: Store & { readonly sche
   const acquireLocally: Store["acquire"] = (userId, bypass, wait, raw) =>
     Effect.suspend(() => {
       if (!inUse()) shared.abandonWaiters()
-      const { maxUserQueue, maxTotal } = shared.limits()
-      const scheduler = local.scheduler
-      if (scheduler.maxUserQueue !== maxUserQueue || scheduler.maxTotal !== maxTotal) {
-        scheduler.resize({ maxUserQueue, maxTotal })
-      }
-      return Effect.map(local.acquire(userId, bypass, wait, raw), (outcome) => {
+      // the local limits follow the shared ones (another process may have resized them)
+      const limits = shared.limits()
+      const { maxUserQueue, maxTotal } = local.limits()
+      const follow =
+        maxUserQueue === limits.maxUserQueue && maxTotal === limits.maxTotal ? Effect.void : local.resize(limits)
+      return Effect.map(Effect.zipRight(follow, local.acquire(userId, bypass, wait, raw)), (outcome) => {
         if (outcome._tag === "Acquired") {
           if (raw) localRaw.set(userId, (localRaw.get(userId) ?? 0) + 1)
           return { _tag: "Acquired" as const, grant: localGrant(outcome.grant) }
@@ -54,13 +54,14 @@ export const withFallback = (shared: SharedStore, local: Store & { readonly sche
         return outcome
       })
     })
-  const releaseLocalRaw = (userId: UserId) => {
-    const held = localRaw.get(userId)
-    if (held === undefined) return undefined
-    if (held === 1) localRaw.delete(userId)
-    else localRaw.set(userId, held - 1)
-    return local.release(userId, undefined)
-  }
+  const releaseLocalRaw = (userId: UserId) =>
+    Effect.suspend(() => {
+      const held = localRaw.get(userId)
+      if (held === undefined) return Effect.succeed(undefined)
+      if (held === 1) localRaw.delete(userId)
+      else localRaw.set(userId, held - 1)
+      return local.release(userId, undefined)
+    })
   const sum = (key: Exclude<keyof Local, "refused">) => shared.local[key] + local.local[key]
   return {
     acquire: (userId, bypass, wait, raw) =>
@@ -74,7 +75,7 @@ export const withFallback = (shared: SharedStore, local: Store & { readonly sche
                 ? Effect.succeed(outcome)
                 : outcome._tag === "Acquired"
                   ? Effect.zipRight(
-                      Effect.sync(() => shared.release(userId, outcome.grant.lease)),
+                      shared.release(userId, outcome.grant.lease),
                       acquireLocally(userId, bypass, wait, raw)
                     )
                   : outcome._tag === "Waiting"
@@ -89,16 +90,16 @@ export const withFallback = (shared: SharedStore, local: Store & { readonly sche
       localTickets.has(ticket)
         ? local.leave(ticket)
         : // a slot the shared store had already granted it may let a local waiter in
-          Effect.zipRight(
-            shared.leave(ticket),
-            Effect.sync(() => local.scheduler.recheck(ticket.userId))
-          ),
+          Effect.zipRight(shared.leave(ticket), local.recheck(ticket.userId)),
     release: (userId, lease) => {
       if (lease instanceof LocalLease) return local.release(userId, undefined)
-      const released = shared.release(userId, lease) ?? (lease === undefined ? releaseLocalRaw(userId) : undefined)
-      // a slot given back in the shared store may let a local waiter in
-      local.scheduler.recheck(userId)
-      return released
+      return Effect.flatMap(shared.release(userId, lease), (released) =>
+        // a slot given back in the shared store may let a local waiter in
+        Effect.zipLeft(
+          released === undefined && lease === undefined ? releaseLocalRaw(userId) : Effect.succeed(released),
+          local.recheck(userId)
+        )
+      )
     },
     count: (userId) => orLocal(shared.count(userId), local.count(userId)),
     users: orLocal(shared.users, local.users),

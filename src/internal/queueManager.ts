@@ -38,10 +38,12 @@ const traced = <A, E, R>(
   body: (fiber: RuntimeFiber) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime((fiber) =>
-    fiber.currentTracer === builtInTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)
-      ? body(fiber)
-      : Effect.withSpan(body(fiber), name, { attributes, captureStackTrace: false })
+    tracing(fiber) ? Effect.withSpan(body(fiber), name, { attributes, captureStackTrace: false }) : body(fiber)
   )
+
+/** Whether `fiber` sends spans somewhere: a tracer other than the built-in one, tracing enabled. */
+const tracing = (fiber: RuntimeFiber) =>
+  fiber.currentTracer !== builtInTracer && fiber.getFiberRef(FiberRef.currentTracerEnabled)
 
 /** `first` then `second`, skipping `first` when it is `Effect.void` (disabled logs on the hit path). */
 const andThen = <A, E, R>(first: Effect.Effect<void>, second: Effect.Effect<A, E, R>) =>
@@ -164,13 +166,22 @@ export const makeWith = <E, R>(
     // a resize and a shutdown each take a round trip on a shared store: one at a time
     const reconfiguring = yield* Effect.makeSemaphore(1)
 
+    /** Gives back a slot, reporting and logging with `fiber`'s labels and log level. */
+    const releaseIn = (fiber: RuntimeFiber, userId: UserId, grant: Grant | undefined) =>
+      LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Debug)
+        ? Effect.map(store.release(userId, grant?.lease), () => report(fiber))
+        : Effect.flatMap(store.release(userId, grant?.lease), (active) => {
+            report(fiber)
+            if (active === undefined) return debug(fiber, "release ignored: no slot held", () => ({ userId }))
+            return debug(fiber, "slot released", () => (active === "sent" ? { userId } : { userId, active }))
+          })
+
     const release = (userId: UserId, grant: Grant | undefined) =>
-      traced("QueueManager.release", { userId }, (fiber) => {
-        const active = store.release(userId, grant?.lease)
-        report(fiber)
-        if (active === undefined) return debug(fiber, "release ignored: no slot held", () => ({ userId }))
-        return debug(fiber, "slot released", () => (active === "sent" ? { userId } : { userId, active }))
-      })
+      traced("QueueManager.release", { userId }, (fiber) => releaseIn(fiber, userId, grant))
+
+    /** The release of a `withSlot`, in the fiber that took the slot (without a tracer: no step to find it again). */
+    const releaseFrom = (fiber: RuntimeFiber, userId: UserId, grant: Grant) =>
+      tracing(fiber) ? release(userId, grant) : releaseIn(fiber, userId, grant)
 
     /**
      * Takes a slot of `userId` (refusing or waiting as `options` say), then runs `use` with the
@@ -182,7 +193,12 @@ export const makeWith = <E, R>(
       userId: UserId,
       options: SlotOptions | undefined,
       raw: boolean,
-      use: (restore: Restore, announce: Effect.Effect<void>, grant: Grant) => Effect.Effect<A, E, R>
+      use: (
+        restore: Restore,
+        announce: Effect.Effect<void>,
+        grant: Grant,
+        fiber: RuntimeFiber
+      ) => Effect.Effect<A, E, R>
     ): Effect.Effect<A, E | QueueFull | QueueShutdown | StoreUnavailable, R> =>
       withValidUserId(userId, (id) =>
         Effect.uninterruptibleMask((restore) =>
@@ -203,7 +219,8 @@ export const makeWith = <E, R>(
                       limit: limitFor(id),
                       bypass
                     })),
-                    outcome.grant
+                    outcome.grant,
+                    fiber
                   )
                 case "Refused": {
                   const { reason, active, limit } = outcome
@@ -238,7 +255,8 @@ export const makeWith = <E, R>(
                               }))
                             )
                           }),
-                          grant
+                          grant,
+                          fiber
                         )
                       )
                     )
@@ -246,9 +264,7 @@ export const makeWith = <E, R>(
                 }
               }
             }
-            return store.now
-              ? decide(store.now.acquire(id, bypass, wait))
-              : Effect.flatMap(store.acquire(id, bypass, wait, raw), decide)
+            return Effect.flatMap(store.acquire(id, bypass, wait, raw), decide)
           })
         )
       )
@@ -337,11 +353,17 @@ export const makeWith = <E, R>(
           )
         }),
       withSlot: (userId, options) => (self) =>
-        acquire("QueueManager.withSlot", userId, options, false, (restore, announce, grant) => {
+        acquire("QueueManager.withSlot", userId, options, false, (restore, announce, grant, fiber) => {
           const body = Effect.isEffect(self) ? self : Effect.suspend(() => self(slotOf(userId, grant)))
-          return grant.lease === undefined
-            ? Effect.ensuring(andThen(announce, restore(body)), release(userId, grant))
-            : guarded(restore, andThen(announce, body), release(userId, grant), grant.lease, userId)
+          if (grant.lease !== undefined) {
+            return guarded(restore, andThen(announce, body), release(userId, grant), grant.lease, userId)
+          }
+          // as Effect.ensuring, already uninterruptible: the release runs whatever the exit
+          const released = releaseFrom(fiber, userId, grant)
+          return Effect.matchCauseEffect(andThen(announce, restore(body)), {
+            onFailure: (cause) => Effect.zipRight(released, Effect.failCause(cause)),
+            onSuccess: (a) => Effect.as(released, a)
+          })
         }),
       snapshot: store.snapshot,
       stats: Effect.map(store.totals, (totals) => ({

@@ -17,7 +17,7 @@ export interface Lease {
 export interface Grant {
   readonly active: number
   readonly token: number
-  readonly lease: Lease | undefined
+  readonly lease?: Lease | undefined
 }
 
 /** A request waiting in a store; only the store that issued it knows what it holds. */
@@ -100,7 +100,7 @@ export interface Store {
    * Gives back one slot at once (a shared store sends it in the background): the one `lease`
    * names, or without a lease one taken for `tryAcquire`.
    */
-  readonly release: (userId: UserId, lease: Lease | undefined) => Released
+  readonly release: (userId: UserId, lease: Lease | undefined) => Effect.Effect<Released>
   readonly count: (userId: UserId) => Effect.Effect<number, StoreUnavailable>
   readonly users: Effect.Effect<number, StoreUnavailable>
   readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>, StoreUnavailable>
@@ -115,8 +115,4 @@ export interface Store {
   /** Completes once this process holds no slot and has no acquisition on its way. */
   readonly awaitIdle: Effect.Effect<void>
   readonly local: Local
-  /** The same `acquire`, for a store that answers synchronously (the hit path skips a step). */
-  readonly now?: {
-    readonly acquire: (userId: UserId, bypass: boolean, wait: boolean) => Outcome
-  }
 }

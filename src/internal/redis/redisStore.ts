@@ -458,12 +458,13 @@ export const makeRedisStore = (
           tickets.fail(t, new StoreUnavailable({ operation: "wait", reason: "given up" }))
           return sendLeave(t.id)
         }),
-      release: (userId, lease): Released => {
-        const target = lease instanceof RedisLease ? lease : leases.rawOf(userId)
-        if (target === undefined || !leases.release(target)) return undefined
-        sendRelease(target.id)
-        return "sent"
-      },
+      release: (userId, lease) =>
+        Effect.sync((): Released => {
+          const target = lease instanceof RedisLease ? lease : leases.rawOf(userId)
+          if (target === undefined || !leases.release(target)) return undefined
+          sendRelease(target.id)
+          return "sent"
+        }),
       count: (userId) => read("count", ["count", encode(userId)], (answer) => Number(answer[0])),
       users: read("users", ["all"], (answer) => (answer[0] as Array<string>).length / 2),
       snapshot: read("snapshot", ["all"], (answer) => HashMap.fromIterable(pairs(answer[0] as Array<string>))),

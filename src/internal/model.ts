@@ -1,0 +1,602 @@
+/**
+ * The scheduling model: every rule of the manager, as one pure transition over an immutable
+ * state. The in-memory store holds this state in a `Ref` and makes each step one `Ref.modify`;
+ * the Redis store's Lua (`redis/store.lua`) obeys the same rules, and a differential test drives
+ * both with the same events.
+ *
+ * The rules, as `step` applies them:
+ * - **Limits.** A user holds at most its limit (0: none); all users together at most
+ *   `maxTotal` (0: none). A bypass request skips its user's limit, not `maxTotal`, and is
+ *   counted like any other.
+ * - **Refuse or wait.** A request that does not fit is refused at once, changing nothing but a
+ *   counter; with `wait` it joins the end of its user's line instead (at most `maxWaitingPerUser`
+ *   requests per line, 0: no bound). A waiting request holds nothing.
+ * - **First-in first-out per user.** A newcomer that waits never passes its user's line: it is
+ *   granted at once only when nobody of its user waits.
+ * - **Hand-off in the same step.** A release (or a resize, a leave) admits, in the same step,
+ *   whoever waits and now fits: the slot goes to the waiter, never to a newcomer in between.
+ * - **Round-robin across users.** Users whose first waiter fits its user's limit and waits only
+ *   for `maxTotal` take turns in a ring: each turn admits one request, and a user with more
+ *   waiters goes to the back of the ring.
+ * - **Shutdown.** Every new request is refused and every waiter is failed; held slots finish.
+ * - **Expiry** (Redis only: a dead process's requests and slots). Expired requests leave their
+ *   lines before expired slots are given back, so an expired request is never admitted.
+ *
+ * Each operation on a line or the ring takes amortized O(1): lines and the ring are persistent
+ * queues, and a request that leaves from behind others is only marked gone, and dropped when it
+ * reaches the front.
+ */
+import { HashMap, HashSet } from "effect"
+import type { UserId } from "../QueueManager.js"
+import type { RefusalReason } from "./errors.js"
+import * as Queue from "./queue.js"
+
+/** A request waiting in a line. */
+export interface Waiter {
+  readonly id: number
+  readonly userId: UserId
+  readonly bypass: boolean
+}
+
+/** The limits in force. */
+export interface Limits {
+  readonly maxUserQueue: number
+  readonly maxTotal: number
+}
+
+/** The waiting requests of one user, and the limit that holds them back. */
+interface Line {
+  readonly limit: number
+  /** In arrival order; the first is always still waiting (those that left are dropped from the front). */
+  readonly waiters: Queue.Queue<Waiter>
+  /** How many still wait. */
+  readonly size: number
+  /** When the line began: a resize takes lines in this order. */
+  readonly since: number
+  /** While the user takes a turn in the ring: the turn's number; 0 otherwise. */
+  readonly turn: number
+}
+
+const line = (limit: number, waiters: Queue.Queue<Waiter>, size: number, since: number, turn: number): Line => ({
+  limit,
+  waiters,
+  size,
+  since,
+  turn
+})
+
+/** The state of every rule. Never mutated: each step makes a new one. */
+export interface State {
+  readonly limits: Limits
+  /** Slots held per user; only users holding at least one. */
+  readonly counts: HashMap.HashMap<UserId, number>
+  readonly inFlight: number
+  readonly lines: HashMap.HashMap<UserId, Line>
+  /** Requests that left from behind others, until they reach the front of their line and are dropped. */
+  readonly gone: HashSet.HashSet<number>
+  readonly waiting: number
+  /**
+   * The round-robin ring: users taking turns for `maxTotal`, as (user, turn number); an entry
+   * whose number is no longer its user's line's `turn` is stale, and skipped.
+   */
+  readonly turns: Queue.Queue<readonly [UserId, number]>
+  /** Entries in `turns`, and how many of them are live: stale ones are swept out when they outnumber the rest. */
+  readonly turnEntries: number
+  readonly ringSize: number
+  readonly shutdown: boolean
+  readonly acquired: number
+  /** The last fencing token handed out; each grant gets the next. */
+  readonly token: number
+  readonly refused: Readonly<Record<RefusalReason | "shutdown", number>>
+  /** A counter for the ids of requests and the numbers of lines and turns. */
+  readonly serial: number
+}
+
+/** A slot granted: its user's count after it, and its fencing token. */
+export interface Granted {
+  readonly active: number
+  readonly token: number
+}
+
+/**
+ * Slots held outside the model that its limits must count too (the in-memory store standing in
+ * for Redis counts the slots this process still holds there). Pure reads.
+ */
+export interface Outside {
+  readonly count: (userId: UserId) => number
+  readonly total: () => number
+}
+
+const nobodyOutside: Outside = { count: () => 0, total: () => 0 }
+
+/** What one request got. */
+export type Decision =
+  | { readonly _tag: "Acquired"; readonly grant: Granted }
+  | { readonly _tag: "Refused"; readonly reason: RefusalReason; readonly active: number; readonly limit: number }
+  | { readonly _tag: "Waiting"; readonly waiter: Waiter }
+  | { readonly _tag: "Shutdown" }
+
+/** Everything that can happen to the state. */
+export type Event =
+  | {
+      readonly _tag: "Acquire"
+      readonly userId: UserId
+      /** The user's limit (its tier under the default in force; 0: none). */
+      readonly limit: number
+      readonly bypass: boolean
+      readonly wait: boolean
+    }
+  | { readonly _tag: "Release"; readonly userId: UserId }
+  | { readonly _tag: "Leave"; readonly waiter: Waiter }
+  | { readonly _tag: "Recheck"; readonly userId: UserId }
+  | { readonly _tag: "Resize"; readonly limits: Limits; readonly lineLimit: (userId: UserId) => number }
+  | { readonly _tag: "Shutdown" }
+  | { readonly _tag: "Expire"; readonly waiters: ReadonlyArray<Waiter>; readonly slots: ReadonlyArray<UserId> }
+
+/**
+ * What a step did: the new state, the decision on a request (`Acquire`), the count left by a
+ * release (`undefined`: the user held none), and the requests it admitted or failed (shutdown),
+ * which the store must tell.
+ */
+export interface Transition {
+  readonly state: State
+  readonly decision: Decision | undefined
+  readonly left: number | undefined
+  readonly admitted: ReadonlyArray<readonly [Waiter, Granted]>
+  readonly failed: ReadonlyArray<Waiter>
+}
+
+/** The state of a new manager. */
+export const empty = (limits: Limits): State => ({
+  limits,
+  counts: HashMap.empty(),
+  inFlight: 0,
+  lines: HashMap.empty(),
+  gone: HashSet.empty(),
+  waiting: 0,
+  turns: Queue.empty,
+  turnEntries: 0,
+  ringSize: 0,
+  shutdown: false,
+  acquired: 0,
+  token: 0,
+  refused: { user: 0, global: 0, waiting: 0, shutdown: 0 },
+  serial: 0
+})
+
+/** Slots `userId` holds (in the model). */
+export const countOf = (state: State, userId: UserId): number => {
+  const count = HashMap.get(state.counts, userId)
+  return count._tag === "Some" ? count.value : 0
+}
+
+const none: ReadonlyArray<never> = []
+
+/**
+ * A step being made: the fields of the state as locals, each replaced (never mutated) as the
+ * rules apply, then frozen into the next state. Pure from outside: the state it starts from is
+ * left as it was.
+ */
+class Step {
+  limits: Limits
+  counts: HashMap.HashMap<UserId, number>
+  inFlight: number
+  lines: HashMap.HashMap<UserId, Line>
+  gone: HashSet.HashSet<number>
+  waiting: number
+  turns: Queue.Queue<readonly [UserId, number]>
+  turnEntries: number
+  ringSize: number
+  shutdown: boolean
+  acquired: number
+  token: number
+  refused: Readonly<Record<RefusalReason | "shutdown", number>>
+  serial: number
+  admitted: Array<readonly [Waiter, Granted]> | undefined
+  failed: Array<Waiter> | undefined
+
+  constructor(
+    state: State,
+    private readonly maxWaitingPerUser: number,
+    private readonly outside: Outside
+  ) {
+    this.limits = state.limits
+    this.counts = state.counts
+    this.inFlight = state.inFlight
+    this.lines = state.lines
+    this.gone = state.gone
+    this.waiting = state.waiting
+    this.turns = state.turns
+    this.turnEntries = state.turnEntries
+    this.ringSize = state.ringSize
+    this.shutdown = state.shutdown
+    this.acquired = state.acquired
+    this.token = state.token
+    this.refused = state.refused
+    this.serial = state.serial
+  }
+
+  done(decision?: Decision, left?: number): Transition {
+    return {
+      state: {
+        limits: this.limits,
+        counts: this.counts,
+        inFlight: this.inFlight,
+        lines: this.lines,
+        gone: this.gone,
+        waiting: this.waiting,
+        turns: this.turns,
+        turnEntries: this.turnEntries,
+        ringSize: this.ringSize,
+        shutdown: this.shutdown,
+        acquired: this.acquired,
+        token: this.token,
+        refused: this.refused,
+        serial: this.serial
+      },
+      decision,
+      left,
+      admitted: this.admitted ?? none,
+      failed: this.failed ?? none
+    }
+  }
+
+  private count(userId: UserId): number {
+    const count = HashMap.get(this.counts, userId)
+    return count._tag === "Some" ? count.value : 0
+  }
+
+  /** Slots `userId` holds, here and outside. */
+  private held(userId: UserId): number {
+    return this.count(userId) + this.outside.count(userId)
+  }
+
+  private fitsTotal(): boolean {
+    return this.limits.maxTotal === 0 || this.inFlight + this.outside.total() < this.limits.maxTotal
+  }
+
+  private refuse(reason: RefusalReason | "shutdown"): void {
+    this.refused = { ...this.refused, [reason]: this.refused[reason] + 1 }
+  }
+
+  private grant(userId: UserId): Granted {
+    const active = this.count(userId) + 1
+    this.counts = HashMap.set(this.counts, userId, active)
+    this.inFlight++
+    this.acquired++
+    return { active, token: ++this.token }
+  }
+
+  private setLine(userId: UserId, next: Line): void {
+    this.lines = HashMap.set(this.lines, userId, next)
+  }
+
+  // ---- the ring of users taking turns for maxTotal ----
+
+  /** `userId` (with `current`, its line) takes a turn at the back of the ring, unless it has one. */
+  private enterRing(userId: UserId, current: Line): void {
+    if (current.turn !== 0) return this.setLine(userId, current)
+    const turn = ++this.serial
+    this.turns = Queue.push(this.turns, [userId, turn] as const)
+    this.turnEntries++
+    this.ringSize++
+    this.setLine(userId, line(current.limit, current.waiters, current.size, current.since, turn))
+    if (this.turnEntries > 2 * this.ringSize + 32) this.sweepTurns()
+  }
+
+  /** Drops the stale entries of the ring (users that left it and came back, or whose line ended): O(entries), rarely. */
+  private sweepTurns(): void {
+    const live = Queue.toArray(this.turns).filter(([userId, turn]) => {
+      const current = HashMap.get(this.lines, userId)
+      return current._tag === "Some" && current.value.turn === turn
+    })
+    this.turns = live.reduce<Queue.Queue<readonly [UserId, number]>>(Queue.push, Queue.empty)
+    this.turnEntries = live.length
+  }
+
+  /** `userId` (with `current`, its line) gives up its turn: its entry in the ring goes stale. */
+  private leaveRing(userId: UserId, current: Line): void {
+    if (current.turn === 0) return this.setLine(userId, current)
+    this.ringSize--
+    this.setLine(userId, line(current.limit, current.waiters, current.size, current.since, 0))
+  }
+
+  /** `userId`'s line ends: its ring entry goes stale, and the requests that left from it are forgotten. */
+  private endLine(userId: UserId, current: Line): void {
+    if (current.turn !== 0) this.ringSize--
+    for (const waiter of Queue.toArray(current.waiters)) this.gone = HashSet.remove(this.gone, waiter.id)
+    this.lines = HashMap.remove(this.lines, userId)
+  }
+
+  /** The user whose turn it is and its line, taken out of the ring; stale entries are dropped on the way. */
+  private takeTurn(): readonly [UserId, Line] | undefined {
+    for (let next = Queue.first(this.turns); next !== undefined; next = Queue.first(this.turns)) {
+      this.turns = Queue.pop(this.turns)
+      this.turnEntries--
+      const current = HashMap.get(this.lines, next[0])
+      if (current._tag === "Some" && current.value.turn === next[1]) {
+        this.ringSize--
+        return [next[0], current.value]
+      }
+    }
+    return undefined
+  }
+
+  // ---- lines ----
+
+  /** Whether `waiter` still waits: in its line (at or behind the first), and it has not left. */
+  private isWaiting(waiter: Waiter): boolean {
+    const current = HashMap.get(this.lines, waiter.userId)
+    return (
+      current._tag === "Some" &&
+      waiter.id >= Queue.first(current.value.waiters)!.id &&
+      !HashSet.has(this.gone, waiter.id)
+    )
+  }
+
+  /** `waiters` without the requests at its front that left (they are forgotten as they go). */
+  private withoutGoneFront(waiters: Queue.Queue<Waiter>): Queue.Queue<Waiter> {
+    for (
+      let head = Queue.first(waiters);
+      head !== undefined && HashSet.has(this.gone, head.id);
+      head = Queue.first(waiters)
+    ) {
+      this.gone = HashSet.remove(this.gone, head.id)
+      waiters = Queue.pop(waiters)
+    }
+    return waiters
+  }
+
+  /** Whether the first waiter of `userId`'s line `current` fits its user's own limit. */
+  private headFits(userId: UserId, current: Line): boolean {
+    return Queue.first(current.waiters)!.bypass || current.limit === 0 || this.held(userId) < current.limit
+  }
+
+  /** `userId`'s line is now `current`: the user takes a turn exactly while its first waiter fits. */
+  private refresh(userId: UserId, current: Line): void {
+    if (this.headFits(userId, current)) this.enterRing(userId, current)
+    else this.leaveRing(userId, current)
+  }
+
+  /** After `userId`'s count fell (here or outside): it takes a turn if its first waiter now fits. */
+  recheck(userId: UserId): void {
+    const current = HashMap.get(this.lines, userId)
+    if (current._tag === "Some" && this.headFits(userId, current.value)) this.enterRing(userId, current.value)
+  }
+
+  /** Hands free capacity to the users in the ring, one slot per turn. */
+  dispatch(): void {
+    while (this.fitsTotal()) {
+      const turn = this.takeTurn()
+      if (turn === undefined) return
+      const [userId, current] = turn
+      const waiter = Queue.first(current.waiters)!
+      this.waiting--
+      ;(this.admitted ??= []).push([waiter, this.grant(userId)])
+      if (current.size === 1) {
+        // out of the ring already (its turn was taken)
+        this.endLine(userId, line(current.limit, current.waiters, current.size, current.since, 0))
+        continue
+      }
+      // out of the ring now (its turn was taken); back at its end if its next waiter fits
+      const rest = line(
+        current.limit,
+        this.withoutGoneFront(Queue.pop(current.waiters)),
+        current.size - 1,
+        current.since,
+        0
+      )
+      this.refresh(userId, rest)
+    }
+  }
+
+  acquire(userId: UserId, limit: number, bypass: boolean, wait: boolean): Decision {
+    if (this.shutdown) {
+      this.refuse("shutdown")
+      return { _tag: "Shutdown" }
+    }
+    const active = this.held(userId)
+    const fitsUser = bypass || limit === 0 || active < limit
+    const current = HashMap.get(this.lines, userId)
+    if (fitsUser && this.fitsTotal() && (!wait || current._tag === "None")) {
+      return { _tag: "Acquired", grant: this.grant(userId) }
+    }
+    if (!wait) {
+      if (fitsUser) {
+        this.refuse("global")
+        return {
+          _tag: "Refused",
+          reason: "global",
+          active: this.inFlight + this.outside.total(),
+          limit: this.limits.maxTotal
+        }
+      }
+      this.refuse("user")
+      return { _tag: "Refused", reason: "user", active, limit }
+    }
+    const queued = current._tag === "Some" ? current.value.size : 0
+    if (this.maxWaitingPerUser > 0 && queued >= this.maxWaitingPerUser) {
+      this.refuse("waiting")
+      return { _tag: "Refused", reason: "waiting", active: queued, limit: this.maxWaitingPerUser }
+    }
+    const waiter: Waiter = { id: ++this.serial, userId, bypass }
+    this.waiting++
+    if (current._tag === "None") {
+      const first = line(limit, Queue.push(Queue.empty, waiter), 1, waiter.id, 0)
+      // it waits only for maxTotal when it fits its own limit
+      if (fitsUser) this.enterRing(userId, first)
+      else this.setLine(userId, first)
+    } else {
+      // behind others: nothing about the line's first waiter changes
+      const { limit: lineLimit, waiters, size, since, turn } = current.value
+      this.setLine(userId, line(lineLimit, Queue.push(waiters, waiter), size + 1, since, turn))
+    }
+    return { _tag: "Waiting", waiter }
+  }
+
+  /** Gives back one slot of `userId`; the count left, or `undefined` if it held none. */
+  release(userId: UserId): number | undefined {
+    const count = HashMap.get(this.counts, userId)
+    if (count._tag === "None") return undefined
+    const left = count.value - 1
+    this.counts = left > 0 ? HashMap.set(this.counts, userId, left) : HashMap.remove(this.counts, userId)
+    this.inFlight--
+    this.recheck(userId)
+    return left
+  }
+
+  /** A waiting request gives up (nothing happens if it no longer waits). */
+  leave(waiter: Waiter): void {
+    if (!this.isWaiting(waiter)) return
+    this.waiting--
+    const current = HashMap.unsafeGet(this.lines, waiter.userId)
+    if (current.size === 1) return this.endLine(waiter.userId, current)
+    // a waiter behind others is dropped when it reaches the front; the first one goes now
+    const first = Queue.first(current.waiters)!.id === waiter.id
+    if (!first) this.gone = HashSet.add(this.gone, waiter.id)
+    const waiters = first ? this.withoutGoneFront(Queue.pop(current.waiters)) : current.waiters
+    this.refresh(waiter.userId, line(current.limit, waiters, current.size - 1, current.since, current.turn))
+  }
+
+  resize(limits: Limits, lineLimit: (userId: UserId) => number): void {
+    // every limit is computed before anything changes: a tier function that throws changes nothing
+    const lines = Array.from(this.lines).sort(([, a], [, b]) => a.since - b.since)
+    const limitsOfLines = lines.map(([userId]) => lineLimit(userId))
+    this.limits = limits
+    lines.forEach(([userId, current], i) => {
+      this.refresh(userId, line(limitsOfLines[i]!, current.waiters, current.size, current.since, current.turn))
+    })
+  }
+
+  shutDown(): void {
+    this.shutdown = true
+    const lines = Array.from(this.lines).sort(([, a], [, b]) => a.since - b.since)
+    for (const [, current] of lines) {
+      for (const waiter of Queue.toArray(current.waiters)) {
+        if (HashSet.has(this.gone, waiter.id)) continue
+        this.refuse("shutdown")
+        ;(this.failed ??= []).push(waiter)
+      }
+    }
+    this.lines = HashMap.empty()
+    this.gone = HashSet.empty()
+    this.waiting = 0
+    this.turns = Queue.empty
+    this.turnEntries = 0
+    this.ringSize = 0
+  }
+}
+
+/**
+ * Applies `event` to `state`. `maxWaitingPerUser` bounds each line (0: none); `outside` counts
+ * slots held outside the model (none by default).
+ */
+export const step = (
+  state: State,
+  event: Event,
+  maxWaitingPerUser: number,
+  outside: Outside = nobodyOutside
+): Transition => {
+  // the common case, with nobody waiting: the same rules, without the machinery of lines
+  if (HashMap.isEmpty(state.lines) && outside === nobodyOutside) {
+    if (event._tag === "Release") return releaseWhileNobodyWaits(state, event.userId)
+    if (event._tag === "Acquire" && !state.shutdown) {
+      const active = countOf(state, event.userId)
+      const { maxTotal } = state.limits
+      if (
+        (event.bypass || event.limit === 0 || active < event.limit) &&
+        (maxTotal === 0 || state.inFlight < maxTotal)
+      ) {
+        return grantWhileNobodyWaits(state, event.userId, active)
+      }
+    }
+  }
+  const next = new Step(state, maxWaitingPerUser, outside)
+  switch (event._tag) {
+    case "Acquire":
+      return next.done(next.acquire(event.userId, event.limit, event.bypass, event.wait))
+    case "Release": {
+      const left = next.release(event.userId)
+      next.dispatch()
+      return next.done(undefined, left)
+    }
+    case "Leave":
+      next.leave(event.waiter)
+      next.dispatch()
+      return next.done()
+    case "Recheck":
+      next.recheck(event.userId)
+      next.dispatch()
+      return next.done()
+    case "Resize":
+      next.resize(event.limits, event.lineLimit)
+      next.dispatch()
+      return next.done()
+    case "Shutdown":
+      next.shutDown()
+      return next.done()
+    case "Expire":
+      // expired requests leave first, so that the slots given back next admit none of them
+      for (const waiter of event.waiters) next.leave(waiter)
+      for (const userId of event.slots) next.release(userId)
+      next.dispatch()
+      return next.done()
+  }
+}
+
+/** `state` with other counts: every field written out, so that each state has the same shape (fast to read). */
+const withCounts = (
+  state: State,
+  counts: HashMap.HashMap<UserId, number>,
+  inFlight: number,
+  acquired: number,
+  token: number
+): State => ({
+  limits: state.limits,
+  counts,
+  inFlight,
+  lines: state.lines,
+  gone: state.gone,
+  waiting: state.waiting,
+  turns: state.turns,
+  turnEntries: state.turnEntries,
+  ringSize: state.ringSize,
+  shutdown: state.shutdown,
+  acquired,
+  token,
+  refused: state.refused,
+  serial: state.serial
+})
+
+/** A grant to `userId`, which holds `active`, while nobody waits (so no line can be passed). */
+const grantWhileNobodyWaits = (state: State, userId: UserId, active: number): Transition => {
+  const grant = { active: active + 1, token: state.token + 1 }
+  return {
+    state: withCounts(
+      state,
+      HashMap.set(state.counts, userId, grant.active),
+      state.inFlight + 1,
+      state.acquired + 1,
+      grant.token
+    ),
+    decision: { _tag: "Acquired", grant },
+    left: undefined,
+    admitted: none,
+    failed: none
+  }
+}
+
+/** A release while nobody waits (so nobody is admitted). */
+const releaseWhileNobodyWaits = (state: State, userId: UserId): Transition => {
+  const count = countOf(state, userId)
+  if (count === 0) return { state, decision: undefined, left: undefined, admitted: none, failed: none }
+  const left = count - 1
+  const counts = left > 0 ? HashMap.set(state.counts, userId, left) : HashMap.remove(state.counts, userId)
+  return {
+    state: withCounts(state, counts, state.inFlight - 1, state.acquired, state.token),
+    decision: undefined,
+    left,
+    admitted: none,
+    failed: none
+  }
+}
