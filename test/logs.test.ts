@@ -27,7 +27,7 @@ const collectLogs = <A, E>(self: Effect.Effect<A, E, QueueManager.QueueManager>)
 }
 
 describe("logs", () => {
-  it.effect("one info line when the manager is built, then debug lines with the user id and counts", () =>
+  it.effect("a debug line when the manager is built, then debug lines with the user id and counts", () =>
     Effect.gen(function* () {
       const lines = yield* collectLogs(
         Effect.gen(function* () {
@@ -40,7 +40,7 @@ describe("logs", () => {
       )
       expect(lines).toEqual([
         {
-          level: "INFO",
+          level: "DEBUG",
           message: "QueueManager ready",
           annotations: { maxUserQueue: 1, maxTotal: 0, maxWaitingPerUser: 100, tiers: false }
         },

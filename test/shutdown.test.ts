@@ -44,15 +44,22 @@ describe("shutdown and drain", () => {
     }).pipe(withManager({ maxUserQueue: 1 }))
   )
 
-  it.scoped("an interrupted awaitIdle leaves no watcher behind", () =>
+  it.scoped("an interrupted awaitIdle does not stop another one waiting beside it, nor a later one", () =>
     Effect.gen(function* () {
       const q = yield* Queue
       const done = yield* hold(q, 1)
-      const idle = yield* Effect.fork(q.awaitIdle)
+      const interrupted = yield* Effect.fork(q.awaitIdle)
+      const beside = yield* Effect.fork(q.awaitIdle)
       yield* Effect.yieldNow()
-      yield* Fiber.interrupt(idle)
+      yield* Fiber.interrupt(interrupted)
+      expect(beside.unsafePoll()).toBeNull()
       yield* done
+      yield* Fiber.join(beside)
+      const later = yield* hold(q, 1)
       const again = yield* Effect.fork(q.awaitIdle)
+      yield* Effect.yieldNow()
+      expect(again.unsafePoll()).toBeNull()
+      yield* later
       yield* Fiber.join(again)
     }).pipe(withManager({ maxUserQueue: 1 }))
   )

@@ -1,4 +1,4 @@
-import { Effect, Exit, HashMap, Ref } from "effect"
+import { Deferred, Effect, Exit, FiberId, HashMap, Ref } from "effect"
 import { QueueShutdown } from "./errors.js"
 import * as Model from "./model.js"
 import type { Grant, Local, Outcome, Store, StoreConfig, Ticket } from "./store.js"
@@ -35,7 +35,8 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
   let current = Model.empty({ maxUserQueue: config.maxUserQueue, maxTotal: config.maxTotal })
   const ref = Ref.unsafeMake(current)
   const tickets = new Map<number, MemoryTicket>()
-  const idle = new Set<() => void>()
+  /** Completed when no slot is held any more: one for each stretch of time with slots held. */
+  let idle: Deferred.Deferred<void> | undefined
 
   /** Tells what a step did: admitted and failed requests, and who waits for idleness. */
   const tell = (transition: Model.Transition) => {
@@ -50,9 +51,9 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
       tickets.delete(waiter.id)
       ticket.settle(Exit.fail(new QueueShutdown({ userId: waiter.userId })))
     }
-    if (current.inFlight === 0 && idle.size > 0) {
-      for (const wake of idle) wake()
-      idle.clear()
+    if (current.inFlight === 0 && idle !== undefined) {
+      Deferred.unsafeDone(idle, Exit.void)
+      idle = undefined
     }
     return transition
   }
@@ -150,12 +151,9 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
       run(() => ({ _tag: "Resize", limits, lineLimit: (userId) => config.limitOf(userId, limits.maxUserQueue) }), done),
     shutdown: run(() => ({ _tag: "Shutdown" }), done),
     isShutdown: () => current.shutdown,
-    awaitIdle: Effect.async<void>((resume) => {
-      if (current.inFlight === 0) return resume(Effect.void)
-      const wake = () => resume(Effect.void)
-      idle.add(wake)
-      return Effect.sync(() => idle.delete(wake))
-    }),
+    awaitIdle: Effect.suspend(() =>
+      current.inFlight === 0 ? Effect.void : Deferred.await((idle ??= Deferred.unsafeMake(FiberId.none)))
+    ),
     local,
     state: () => current
   }

@@ -304,7 +304,8 @@ export const makeWith = <E, R>(
       })
     )
 
-    yield* Effect.annotateLogs(Effect.logInfo("QueueManager ready"), {
+    // debug, like the other lines of the manager: a program's output is its own (the seed logged it as info)
+    yield* Effect.annotateLogs(Effect.logDebug("QueueManager ready"), {
       maxUserQueue: store.limits().maxUserQueue,
       maxTotal: store.limits().maxTotal,
       maxWaitingPerUser,
