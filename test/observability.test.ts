@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, DefaultServices, Effect, Fiber, Metric, MetricLabel, Tracer } from "effect"
+import { Context, DefaultServices, Effect, Fiber, Metric, MetricLabel, Tracer, Exit } from "effect"
 import { QueueManager, QueueMetrics } from "../src/index.js"
 import { enqueue, hold, withManager } from "./support.js"
 
@@ -97,6 +97,32 @@ describe("observability", () => {
       expect(spans[4]!.attributes.get("bypassUserLimit")).toBe(true)
       // the body runs inside the withSlot span
       expect(inner.name).toBe("QueueManager.withSlot")
+    })
+  )
+
+  it.effect("a refusal ends its span without an error, saying why; a failing body's span is an error", () =>
+    Effect.gen(function* () {
+      const spans: Array<Tracer.Span> = []
+      const builtIn = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+      const recording = Tracer.make({
+        span: (...args) => {
+          const span = builtIn.span(...args)
+          spans.push(span)
+          return span
+        },
+        context: builtIn.context
+      })
+      yield* Effect.gen(function* () {
+        const q = yield* Queue
+        yield* q.tryAcquire(1)
+        expect(yield* Effect.flip(q.withSlot(1)(Effect.void))).toMatchObject({ _tag: "QueueFull", reason: "user" })
+        expect(yield* Effect.flip(q.withSlot(2)(Effect.fail("boom")))).toBe("boom")
+      }).pipe(withManager({ maxUserQueue: 1 }), Effect.withTracer(recording))
+      const exitOf = (span: Tracer.Span) => (span.status._tag === "Ended" ? span.status.exit : undefined)
+      const [refused, failed] = spans.filter((span) => span.name === "QueueManager.withSlot")
+      expect(Exit.isSuccess(exitOf(refused!)!)).toBe(true)
+      expect(refused!.attributes.get("refused")).toBe("user")
+      expect(Exit.isFailure(exitOf(failed!)!)).toBe(true)
     })
   )
 

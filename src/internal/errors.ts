@@ -63,14 +63,17 @@ export class QueueShutdown extends Schema.TaggedError<QueueShutdown>()("QueueShu
 
 /**
  * The store behind the manager (Redis) could not be reached, or answered something that
- * is not what it should be, within the time allowed. `operation` names what was tried.
+ * is not what it should be, within the time allowed. `operation` names what was tried,
+ * `reason` says what happened, and `cause` keeps the underlying error, if any.
  * The in-memory store never fails this way.
  *
  * @since 0.1.0
  */
 export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", {
   operation: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  /** What failed underneath (the client's error), when there was one. */
+  cause: Schema.optional(Schema.Defect)
 }) {
   override get message(): string {
     return `the queue store is unavailable (${this.operation}): ${this.reason}`

@@ -37,9 +37,25 @@ const traced = <A, E, R>(
   attributes: Record<string, unknown>,
   body: (fiber: RuntimeFiber) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
-  Effect.withFiberRuntime((fiber) =>
-    tracing(fiber) ? Effect.withSpan(body(fiber), name, { attributes, captureStackTrace: false }) : body(fiber)
-  )
+  Effect.withFiberRuntime((fiber) => {
+    if (!tracing(fiber)) return body(fiber)
+    // a refusal is the limiter doing its job, not an error: the span ends well, saying why
+    const refusalsKept = Effect.catchIf(
+      body(fiber),
+      (error): error is E & QueueFull => error instanceof QueueFull,
+      (refusal) => Effect.as(Effect.annotateCurrentSpan("refused", refusal.reason), new Refused(refusal))
+    )
+    return Effect.flatMap(
+      Effect.withSpan(refusalsKept, name, { attributes, captureStackTrace: false }),
+      (result): Effect.Effect<A, E> =>
+        result instanceof Refused ? Effect.fail(result.refusal as E) : Effect.succeed(result as A)
+    )
+  })
+
+/** A refusal carried out of a span as its value, to fail again once the span has ended. */
+class Refused {
+  constructor(readonly refusal: QueueFull) {}
+}
 
 /** Whether `fiber` sends spans somewhere: a tracer other than the built-in one, tracing enabled. */
 const tracing = (fiber: RuntimeFiber) =>

@@ -31,6 +31,8 @@ describe("Redis down or paused", () => {
         for (const attempt of [q.tryAcquire(1), q.withSlot(2)(Effect.void), q.stats]) {
           const error = yield* Effect.flip(attempt)
           expect(error._tag).toBe("StoreUnavailable")
+          // what the client said is kept
+          expect(error._tag === "StoreUnavailable" && error.cause).toBeInstanceOf(Error)
         }
         yield* startRedis(port) // empty: this test's Redis keeps nothing on disk
         yield* untilCount(q, 1, 0)

@@ -37,7 +37,7 @@ const asFailure = (error: unknown) =>
 
 /** Turns a failed or garbled call into `StoreUnavailable` naming the operation. */
 export const unavailable = (operation: string) => (error: unknown) =>
-  new StoreUnavailable({ operation, reason: describe(error) })
+  new StoreUnavailable({ operation, reason: describe(error), cause: error })
 
 /**
  * Fails each call not answered within `timeoutMillis`, with one timer for all the calls in
