@@ -23,6 +23,7 @@ import type { ConfigError, HashMap, Scope } from "effect"
 import { limitFromEnv } from "./internal/config.js"
 import type { LeaseLost, QueueFull, QueueShutdown, StoreUnavailable } from "./internal/errors.js"
 import * as internal from "./internal/queueManager.js"
+import * as Store from "./internal/store.js"
 
 export { LeaseLost, QueueFull, QueueShutdown, RefusalReason, StoreUnavailable } from "./internal/errors.js"
 
@@ -232,7 +233,53 @@ export class QueueManager extends Context.Tag("effect-queue-manager/QueueManager
 export const make: (options: Options) => Effect.Effect<Service, ConfigError.ConfigError> = internal.make
 
 /**
- * A layer building one manager.
+ * Where a manager keeps its state: the in-memory store ({@link layerStoreMemory}) or Redis
+ * (`RedisStore.layerStore`). A manager built with {@link layerWithStore} uses whichever is
+ * provided, and works the same on both.
+ *
+ * @since 0.2.0
+ */
+export const QueueStore: typeof Store.QueueStore = Store.QueueStore
+
+/**
+ * @since 0.2.0
+ */
+export type QueueStore = Store.QueueStore
+
+/**
+ * The in-memory store: one process's limits, nothing to install.
+ *
+ * @since 0.2.0
+ */
+export const layerStoreMemory: Layer.Layer<Store.QueueStore> = Layer.succeed(Store.QueueStore, internal.memoryStore)
+
+/**
+ * Builds a manager over the `QueueStore` provided (in `Scope`: a shared store's connections
+ * close with it).
+ *
+ * @since 0.2.0
+ */
+export const makeWithStore: (
+  options: Options
+) => Effect.Effect<Service, ConfigError.ConfigError | StoreUnavailable, Store.QueueStore | Scope.Scope> =
+  internal.makeWithStore
+
+/**
+ * A layer building one manager over the `QueueStore` provided.
+ *
+ * @example
+ * ```ts
+ * QueueManager.layerWithStore({ maxUserQueue: 3 }).pipe(Layer.provide(RedisStore.layerStore({ prefix: "downloads" })))
+ * ```
+ * @since 0.2.0
+ */
+export const layerWithStore = (
+  options: Options
+): Layer.Layer<QueueManager, ConfigError.ConfigError | StoreUnavailable, Store.QueueStore> =>
+  Layer.scoped(QueueManager, makeWithStore(options))
+
+/**
+ * A layer building one manager, on the in-memory store.
  *
  * @example
  * ```ts

@@ -12,7 +12,7 @@
  * ```
  * @since 0.1.0
  */
-import { Config, ConfigError, Duration, Effect, Either, Layer } from "effect"
+import { Config, ConfigError, type Context, Duration, Effect, Either, Layer } from "effect"
 import type { Scope } from "effect"
 import type { RedisOptions } from "ioredis"
 import * as QueueManager from "./QueueManager.js"
@@ -20,7 +20,6 @@ import { limitFromEnv } from "./internal/config.js"
 import type { StoreUnavailable } from "./internal/errors.js"
 import { withFallback } from "./internal/fallbackStore.js"
 import { makeMemoryStore } from "./internal/memoryStore.js"
-import { makeWith } from "./internal/queueManager.js"
 import { makeRedisStore } from "./internal/redis/redisStore.js"
 
 /**
@@ -94,16 +93,19 @@ const positiveMillis = (name: string, value: Duration.DurationInput, minimum: nu
     )
   )
 
+/** What a Redis store needs besides the manager's options. */
+export type StoreOptions = Omit<Options, keyof QueueManager.Options>
+
 /**
- * Builds a Redis-backed manager in `Scope` (its connections close with it). Fails with a
- * `ConfigError` on invalid options and with `StoreUnavailable` when Redis cannot be reached
- * or is not Redis.
+ * The Redis store as a `QueueStore`, its options checked now: a store per manager built on it,
+ * connected when the manager is built (and closed with it). Fails with a `ConfigError` naming
+ * an invalid option and its value.
  *
- * @since 0.1.0
+ * @since 0.2.0
  */
-export const make = (
-  options: Options
-): Effect.Effect<QueueManager.Service, ConfigError.ConfigError | StoreUnavailable, Scope.Scope> =>
+export const store = (
+  options: StoreOptions
+): Effect.Effect<Context.Tag.Service<QueueManager.QueueStore>, ConfigError.ConfigError> =>
   Effect.gen(function* () {
     const prefix = (yield* checked("prefix", options.prefix ?? "queue-manager", prefixProblem)) as string
     const leaseMillis = yield* positiveMillis("leaseTime", options.leaseTime ?? "30 seconds", 100)
@@ -127,14 +129,41 @@ export const make = (
     }
     const redis = options.redis ?? "redis://127.0.0.1:6379"
     if (typeof redis === "string") yield* checked("redis", redis, urlProblem)
-    return yield* makeWith(options, (config) =>
-      Effect.map(makeRedisStore({ redis, prefix, leaseMillis, timeoutMillis }, config), (shared) =>
-        onUnavailable === "local"
-          ? withFallback(shared, makeMemoryStore(config, { count: shared.held, total: () => shared.local.inFlight }))
-          : shared
-      )
-    )
+    return QueueManager.QueueStore.of({
+      make: (config) =>
+        Effect.map(makeRedisStore({ redis, prefix, leaseMillis, timeoutMillis }, config), (shared) =>
+          onUnavailable === "local"
+            ? withFallback(shared, makeMemoryStore(config, { count: shared.held, total: () => shared.local.inFlight }))
+            : shared
+        )
+    })
   })
+
+/**
+ * The Redis store as a layer, for `QueueManager.layerWithStore`.
+ *
+ * @example
+ * ```ts
+ * QueueManager.layerWithStore({ maxUserQueue: 3 }).pipe(Layer.provide(RedisStore.layerStore({ prefix: "downloads" })))
+ * ```
+ * @since 0.2.0
+ */
+export const layerStore = (options: StoreOptions): Layer.Layer<QueueManager.QueueStore, ConfigError.ConfigError> =>
+  Layer.effect(QueueManager.QueueStore, store(options))
+
+/**
+ * Builds a Redis-backed manager in `Scope` (its connections close with it). Fails with a
+ * `ConfigError` on invalid options and with `StoreUnavailable` when Redis cannot be reached
+ * or is not Redis.
+ *
+ * @since 0.1.0
+ */
+export const make = (
+  options: Options
+): Effect.Effect<QueueManager.Service, ConfigError.ConfigError | StoreUnavailable, Scope.Scope> =>
+  Effect.flatMap(store(options), (redis) =>
+    QueueManager.makeWithStore(options).pipe(Effect.provideService(QueueManager.QueueStore, redis))
+  )
 
 /**
  * A layer building one Redis-backed manager: use it where `QueueManager.layer` was.

@@ -33,6 +33,17 @@ describe("the singleton is the layer provided once", () => {
     })
   )
 
+  it.effect("the store is a service: the same manager over the in-memory QueueStore layer", () =>
+    Effect.gen(function* () {
+      const QueueLive = QueueManager.layerWithStore({ maxUserQueue: 2 }).pipe(
+        Layer.provide(QueueManager.layerStoreMemory)
+      )
+      const { results, active } = yield* program.pipe(Effect.provide(QueueLive))
+      expect(results.filter((ok) => ok).length).toBe(2)
+      expect(active).toBe(2)
+    })
+  )
+
   it.effect("a test swaps in its own layer with a different limit", () =>
     Effect.gen(function* () {
       const { results } = yield* program.pipe(Effect.provide(QueueManager.layer({ maxUserQueue: 1 })))

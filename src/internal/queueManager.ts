@@ -16,9 +16,10 @@ import type { AcquireOptions, Options, Service, Slot, SlotOptions, UserId, UserL
 import * as QueueMetrics from "../QueueMetrics.js"
 import { validateLimit } from "./config.js"
 import { LeaseLost, QueueFull, QueueShutdown, type StoreUnavailable } from "./errors.js"
+import type { Scope } from "effect"
 import { makeReporter } from "./metrics.js"
 import { makeMemoryStore } from "./memoryStore.js"
-import type { Grant, Lease, Outcome, Store, StoreConfig } from "./store.js"
+import { type Grant, type Lease, type Outcome, QueueStore, type Store, type StoreConfig } from "./store.js"
 import { withValidUserId } from "./userId.js"
 
 type Restore = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
@@ -150,9 +151,18 @@ const guarded = <A, E, R>(
 /** Builds a store for a manager's configuration. */
 export type MakeStore<E, R> = (config: StoreConfig) => Effect.Effect<Store, E, R>
 
+/** The in-memory store, as a `QueueStore`. */
+export const memoryStore = QueueStore.of({ make: (config) => Effect.sync(() => makeMemoryStore(config)) })
+
 /** Builds the QueueManager service over a fresh in-memory store. */
 export const make = (options: Options): Effect.Effect<Service, ConfigError.ConfigError> =>
   makeWith(options, (config) => Effect.sync(() => makeMemoryStore(config)))
+
+/** Builds the QueueManager service over the store of the `QueueStore` provided. */
+export const makeWithStore = (
+  options: Options
+): Effect.Effect<Service, ConfigError.ConfigError | StoreUnavailable, QueueStore | Scope.Scope> =>
+  Effect.flatMap(QueueStore, (store) => makeWith(options, store.make))
 
 /** Builds the QueueManager service (the policy) over the store `makeStore` builds. */
 export const makeWith = <E, R>(

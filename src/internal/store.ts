@@ -1,4 +1,5 @@
-import type { Effect, HashMap } from "effect"
+import { Context } from "effect"
+import type { Effect, HashMap, Scope } from "effect"
 import type { UserId } from "../QueueManager.js"
 import type { QueueShutdown, RefusalReason, StoreUnavailable } from "./errors.js"
 
@@ -116,3 +117,12 @@ export interface Store {
   readonly awaitIdle: Effect.Effect<void>
   readonly local: Local
 }
+
+/**
+ * Where a manager keeps its state: a service that makes a store for a manager's configuration
+ * (in memory, or in Redis). The policy takes whichever is provided and never asks which.
+ */
+export class QueueStore extends Context.Tag("effect-queue-manager/QueueStore")<
+  QueueStore,
+  { readonly make: (config: StoreConfig) => Effect.Effect<Store, StoreUnavailable, Scope.Scope> }
+>() {}

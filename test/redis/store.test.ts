@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, HashMap, Layer, Option } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, HashMap, Layer, Option } from "effect"
 import { createServer, type Server, type Socket } from "node:net"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
@@ -27,6 +27,20 @@ describe("Redis store", () => {
       expect(Array.from(yield* b.snapshot)).toEqual([[1, 3]])
       yield* a.release(1)
       expect(yield* b.tryAcquire(1)).toBe(true)
+    })
+  )
+
+  it.scoped("the store is a service: QueueManager.layerWithStore over RedisStore.layerStore shares limits", () =>
+    Effect.gen(function* () {
+      const prefix = uniquePrefix()
+      yield* Effect.addFinalizer(() => deleteKeys(prefix))
+      const storeLayer = RedisStore.layerStore({ redis: redisUrl, prefix })
+      const build = Layer.build(QueueManager.layerWithStore({ maxUserQueue: 1 }).pipe(Layer.provide(storeLayer)))
+      const [a, b] = yield* Effect.all([build, build]).pipe(
+        Effect.map((contexts) => contexts.map((context) => Context.get(context, QueueManager.QueueManager)))
+      )
+      expect(yield* a!.tryAcquire(1)).toBe(true)
+      expect(yield* b!.tryAcquire(1)).toBe(false)
     })
   )
 
