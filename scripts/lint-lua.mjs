@@ -16,7 +16,7 @@ const files = readdirSync(directory)
 
 const luacheck = spawnSync("luacheck", ["--version"], { stdio: "ignore" })
 if (luacheck.status === 0) {
-  const run = spawnSync("luacheck", ["--config", path.join(root, ".luacheckrc"), ...files], { stdio: "inherit" })
+  const run = spawnSync("luacheck", ["-q", "--config", path.join(root, ".luacheckrc"), ...files], { stdio: "inherit" })
   process.exit(run.status ?? 1)
 }
 
