@@ -1,4 +1,5 @@
 import { Effect } from "effect"
+import type { Alarm } from "./alarm.js"
 import { StoreUnavailable } from "../errors.js"
 import type { LeaseRegistry, RedisLease } from "./leases.js"
 import type { RedisTicket, TicketRegistry } from "./tickets.js"
@@ -18,9 +19,17 @@ export type Call = (script: "renew" | "leave", args: ReadonlyArray<string | numb
  */
 export class GiveBacks {
   private readonly since = new Map<string, number>()
+  private added = false
   constructor(private readonly leaseMillis: number) {}
   add(id: string): void {
     if (!this.since.has(id)) this.since.set(id, performance.now())
+    this.added = true
+  }
+  /** Whether ids were added since the last time this was asked. */
+  takeAdded(): boolean {
+    const added = this.added
+    this.added = false
+    return added
   }
   get size(): number {
     return this.since.size
@@ -94,3 +103,24 @@ export const renewAll = (call: Call, leases: LeaseRegistry, tickets: TicketRegis
       })
     ])
   })
+
+/**
+ * The renewal rounds, until interrupted: one every third of a lease, however long the last one
+ * took (at most a timeout), and one at once whenever `alarm` rings.
+ */
+export const renewEvery = (
+  call: Call,
+  leases: LeaseRegistry,
+  tickets: TicketRegistry,
+  giveBacks: GiveBacks,
+  alarm: Alarm
+): Effect.Effect<never> =>
+  Effect.forever(
+    Effect.suspend(() => {
+      const started = performance.now()
+      return Effect.zipRight(
+        renewAll(call, leases, tickets, giveBacks),
+        Effect.suspend(() => alarm.sleep(leases.leaseMillis / 3 - (performance.now() - started)))
+      )
+    })
+  )

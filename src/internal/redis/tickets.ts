@@ -1,7 +1,8 @@
-import { Exit } from "effect"
+import { Effect, Exit } from "effect"
 import type { UserId } from "../../QueueManager.js"
 import { type QueueShutdown, StoreUnavailable } from "../errors.js"
 import type { Grant, Ticket } from "../store.js"
+import { type Connection, unavailable } from "./connection.js"
 import { makeWatchdog } from "./watchdog.js"
 
 type TicketEnd = Exit.Exit<Grant, QueueShutdown | StoreUnavailable>
@@ -14,7 +15,7 @@ export class RedisTicket implements Ticket {
   /** How it ended, once it has. */
   end: TicketEnd | undefined
   /** Resumes its waiter, while one waits. */
-  wake: ((end: TicketEnd) => void) | undefined
+  private wake: ((end: TicketEnd) => void) | undefined
   constructor(
     readonly id: string,
     readonly userId: UserId,
@@ -23,6 +24,14 @@ export class RedisTicket implements Ticket {
     public renewedAt: number,
     readonly raw: boolean
   ) {}
+  /** Waits for it to end. */
+  awaitEnd(): Effect.Effect<Grant, QueueShutdown | StoreUnavailable> {
+    return Effect.async((resume) => {
+      if (this.end !== undefined) return resume(this.end)
+      this.wake = resume
+      return Effect.sync(() => (this.wake = undefined))
+    })
+  }
   /** Ends it as `end`, unless it has ended already. */
   settle(end: TicketEnd): void {
     if (this.end !== undefined) return
@@ -93,6 +102,21 @@ export class TicketRegistry {
   /** Fails every waiting ticket with the error `errorOf` gives it, or only those of another state than `epoch`. */
   failAll(errorOf: (ticket: RedisTicket) => QueueShutdown | StoreUnavailable, epoch?: string): void {
     for (const ticket of this.waiting.values()) if (ticket.epoch !== epoch) this.fail(ticket, errorOf(ticket))
+  }
+
+  /** Hears on `channel` the admissions Redis publishes (`active token id`), until `subscriber` closes. */
+  listen(subscriber: Connection, channel: string): Effect.Effect<void, StoreUnavailable> {
+    return Effect.suspend(() => {
+      subscriber.redis.on("message", (_channel: string, message: string) => {
+        const first = message.indexOf(" ")
+        const second = message.indexOf(" ", first + 1)
+        this.woken(message.slice(second + 1), Number(message.slice(0, first)), Number(message.slice(first + 1, second)))
+      })
+      return Effect.tryPromise({
+        try: () => subscriber.within(subscriber.redis.subscribe(channel)),
+        catch: unavailable("subscribe")
+      })
+    })
   }
 
   stop(): void {
