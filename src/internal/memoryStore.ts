@@ -19,7 +19,7 @@ class MemoryTicket implements Ticket {
 }
 
 /** The in-memory store, as its model sees it; `outside` counts the slots this process holds elsewhere (the fallback). */
-export interface MemoryStore extends Store {
+export interface MemoryStore extends Store<never> {
   /** A slot of `userId` held outside was given back: admits whoever can use it. */
   readonly recheck: (userId: Model.Waiter["userId"]) => Effect.Effect<void>
   /** The limits in force, to follow the shared store's. */

@@ -80,21 +80,17 @@ export type Released = number | "sent" | undefined
 /**
  * The state boundary behind the QueueManager policy: counts, limits, waiting lines and
  * fairness. The policy validates, logs, reports and makes every acquisition interrupt-safe; a
- * store keeps its promises per operation.
+ * store keeps its promises per operation. `E`: how a call to the store can fail (`never` in
+ * memory, `StoreUnavailable` for Redis).
  */
-export interface Store {
+export interface Store<E = StoreUnavailable> {
   /**
    * Takes a slot unless the user's limit or `maxTotal` forbids it; then refuses, or with `wait`
    * queues. `raw`: a slot for `tryAcquire`, which only a `release` without a lease gives back.
    */
-  readonly acquire: (
-    userId: UserId,
-    bypass: boolean,
-    wait: boolean,
-    raw: boolean
-  ) => Effect.Effect<Outcome, StoreUnavailable>
+  readonly acquire: (userId: UserId, bypass: boolean, wait: boolean, raw: boolean) => Effect.Effect<Outcome, E>
   /** Suspends until the ticket is admitted (interruptible). */
-  readonly awaitTurn: (ticket: Ticket) => Effect.Effect<Grant, QueueShutdown | StoreUnavailable>
+  readonly awaitTurn: (ticket: Ticket) => Effect.Effect<Grant, QueueShutdown | E>
   /** The ticket's caller stopped waiting without taking its slot: remove it, or give back what it was granted. */
   readonly leave: (ticket: Ticket) => Effect.Effect<void>
   /**
@@ -102,14 +98,14 @@ export interface Store {
    * names, or without a lease one taken for `tryAcquire`.
    */
   readonly release: (userId: UserId, lease: Lease | undefined) => Effect.Effect<Released>
-  readonly count: (userId: UserId) => Effect.Effect<number, StoreUnavailable>
-  readonly users: Effect.Effect<number, StoreUnavailable>
-  readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>, StoreUnavailable>
-  readonly totals: Effect.Effect<Totals, StoreUnavailable>
+  readonly count: (userId: UserId) => Effect.Effect<number, E>
+  readonly users: Effect.Effect<number, E>
+  readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>, E>
+  readonly totals: Effect.Effect<Totals, E>
   /** The limits in force (for a shared store, as its last answer told). */
   readonly limits: () => Limits
   /** Sets the limits, recomputing the limits of waiting users, then admits who fits. */
-  readonly resize: (limits: Limits) => Effect.Effect<void, StoreUnavailable>
+  readonly resize: (limits: Limits) => Effect.Effect<void, E>
   /** Refuses new acquisitions of this process and fails its waiters with `QueueShutdown`. */
   readonly shutdown: Effect.Effect<void>
   readonly isShutdown: () => boolean
