@@ -8,12 +8,13 @@ const LARGE = 100_000
 
 type State = Model.State
 
-const apply = (state: State, event: Model.Event): State => Model.step(state, event, 0).state
+const apply = (state: State, event: Model.Event): State => Model.step(state, event).state
 
 const acquire = (userId: UserId, wait: boolean): Model.Event => ({
   _tag: "Acquire",
   userId,
   limit: 1,
+  maxWaiting: 0,
   bypass: false,
   wait
 })
@@ -23,7 +24,7 @@ const oneLine = (n: number) => {
   let state = apply(Model.empty({ maxUserQueue: 1, maxTotal: 0 }), acquire("u", false))
   const waiters: Array<Model.Waiter> = []
   for (let i = 0; i < n; i++) {
-    const transition = Model.step(state, acquire("u", true), 0)
+    const transition = Model.step(state, acquire("u", true))
     state = transition.state
     waiters.push((transition.decision as { readonly waiter: Model.Waiter }).waiter)
   }

@@ -19,7 +19,7 @@
  * @since 0.1.0
  */
 import { Config, Context, Effect, Layer } from "effect"
-import type { ConfigError, HashMap, Scope } from "effect"
+import type { ConfigError, HashMap, Option, Scope } from "effect"
 import { limitFromEnv } from "./internal/config.js"
 import type { LeaseLost, QueueFull, QueueShutdown, StoreUnavailable } from "./internal/errors.js"
 import * as internal from "./internal/queueManager.js"
@@ -46,18 +46,35 @@ export type UserId = number | string
 export type SlotError = QueueFull | QueueShutdown | StoreUnavailable
 
 /**
- * A per-user limit function (tiers): the limit of `userId`, given the current default
- * `maxUserQueue`. Must return a whole number >= 0 (0 = no limit).
+ * Both limits of a tier: `running`, the slots the user may hold at once (default: `maxUserQueue`),
+ * and `waiting`, the requests it may have waiting (default: `maxWaitingPerUser`). Each a whole
+ * number >= 0; 0 means no limit.
+ *
+ * @since 0.3.0
+ */
+export interface Tier {
+  readonly running?: number | undefined
+  readonly waiting?: number | undefined
+}
+
+/**
+ * A per-user limit function (tiers), given the current default `maxUserQueue`: a number is the
+ * user's running limit (a whole number >= 0, 0 = no limit); a {@link Tier} sets its running
+ * limit, its waiting bound, or both.
  *
  * @example
  * ```ts
  * // Telegram groups (negative ids) get 10, private chats the default
  * const userLimit: QueueManager.UserLimit = (userId, maxUserQueue) =>
  *   typeof userId === "number" && userId < 0 ? 10 : maxUserQueue
+ *
+ * // one running per chat; 3 queued + running in a private chat, 10 in a group
+ * const perChat: QueueManager.UserLimit = (chatId) =>
+ *   typeof chatId === "number" && chatId < 0 ? { running: 1, waiting: 9 } : { running: 1, waiting: 2 }
  * ```
  * @since 0.1.0
  */
-export type UserLimit = (userId: UserId, maxUserQueue: number) => number
+export type UserLimit = (userId: UserId, maxUserQueue: number) => number | Tier
 
 /**
  * A slot held: whose it is, and its fencing token. Tokens only grow, across every slot of the
@@ -157,6 +174,22 @@ export interface Stats {
 }
 
 /**
+ * Where one user stands, as `status` returns it (across every process on the Redis store).
+ *
+ * @since 0.3.0
+ */
+export interface UserStatus {
+  /** Slots the user holds now. */
+  readonly active: number
+  /** The user's requests waiting now. */
+  readonly waiting: number
+  /** The user's running limit (its tier, or `maxUserQueue`; 0 = none). */
+  readonly limit: number
+  /** How many requests the user may have waiting (its tier, or `maxWaitingPerUser`; 0 = no bound). */
+  readonly maxWaiting: number
+}
+
+/**
  * The QueueManager service.
  *
  * @since 0.1.0
@@ -168,6 +201,21 @@ export interface Service {
   readonly limitFor: (userId: UserId) => Effect.Effect<number>
   /** Slots `userId` holds now; `0` for a user never seen (nothing is created). */
   readonly activeCount: (userId: UserId) => Effect.Effect<number, StoreUnavailable>
+  /**
+   * Where `userId` stands: its slots held, its requests waiting, and its two limits. `active +
+   * waiting` counts every request of the user in the manager, running or queued.
+   */
+  readonly status: (userId: UserId) => Effect.Effect<UserStatus, StoreUnavailable>
+  /**
+   * The refusal a request of `userId` with these options would get now (`QueueFull` with its
+   * reason, or `QueueShutdown`), or none; takes nothing and changes nothing. Advisory: another
+   * request can change the answer a moment later, so the acquisition itself may still be
+   * refused (word a reply with `check`, then take the slot and handle its refusal too).
+   */
+  readonly check: (
+    userId: UserId,
+    options?: SlotOptions
+  ) => Effect.Effect<Option.Option<QueueFull | QueueShutdown>, StoreUnavailable>
   /** The number of users holding at least one slot. */
   readonly activeUsers: Effect.Effect<number, StoreUnavailable>
   /**

@@ -34,8 +34,11 @@ export interface Resize {
 export interface Program {
   readonly limit: number
   readonly maxTotal: number
-  /** User 0 gets one slot more than the default (a tier). */
+  /** User 0 gets one slot more than the default (a tier), and `tierWaiting` as its waiting bound. */
   readonly tiered: boolean
+  readonly tierWaiting: number
+  /** The waiting bound of the other users. */
+  readonly maxWaitingPerUser: number
   readonly requests: ReadonlyArray<Request>
   readonly resizes: ReadonlyArray<Resize>
 }
@@ -63,15 +66,19 @@ export const program: FastCheck.Arbitrary<Program> = FastCheck.record({
   limit,
   maxTotal: FastCheck.constant(0),
   tiered: FastCheck.constant(false),
+  tierWaiting: FastCheck.constant(0),
+  maxWaitingPerUser: FastCheck.constant(0),
   requests: FastCheck.array(request(false), { maxLength: 30 }),
   resizes: FastCheck.constant([])
 })
 
-/** The same mixed with waiting, a global cap, a tier and live resizes. */
+/** The same mixed with waiting (bounded per user, and per tier), a global cap, a tier and live resizes. */
 export const scheduledProgram: FastCheck.Arbitrary<Program> = FastCheck.record({
   limit,
   maxTotal: limit,
   tiered: FastCheck.boolean(),
+  tierWaiting: limit,
+  maxWaitingPerUser: limit,
   requests: FastCheck.array(request(true), { maxLength: 30 }),
   resizes: FastCheck.array(
     FastCheck.record({ at: FastCheck.integer({ min: 0, max: 40 }), maxUserQueue: limit, maxTotal: limit }),
@@ -96,10 +103,18 @@ const loosest = (values: ReadonlyArray<number>) => (values.includes(0) ? Infinit
  */
 export const violations = (prog: Program, guardFor: (form: Request["form"]) => Guard) =>
   Effect.gen(function* () {
-    const userLimit: QueueManager.UserLimit = (userId, base) => (prog.tiered && userId === 0 ? base + 1 : base)
-    const q = yield* QueueManager.make({ maxUserQueue: prog.limit, maxTotal: prog.maxTotal, userLimit })
+    const tiered = (user: number) => prog.tiered && user === 0
+    const userLimit: QueueManager.UserLimit = (userId, base) =>
+      tiered(userId as number) ? { running: base + 1, waiting: prog.tierWaiting } : base
+    const q = yield* QueueManager.make({
+      maxUserQueue: prog.limit,
+      maxTotal: prog.maxTotal,
+      maxWaitingPerUser: prog.maxWaitingPerUser,
+      userLimit
+    })
     const defaults = [prog.limit, ...prog.resizes.map((r) => r.maxUserQueue)]
-    const userBound = (user: number) => loosest(defaults.map((base) => userLimit(user, base)))
+    const userBound = (user: number) => loosest(defaults.map((base) => base + (tiered(user) ? 1 : 0)))
+    const waitingBound = (user: number) => (tiered(user) ? prog.tierWaiting : prog.maxWaitingPerUser)
     const totalBound = loosest([prog.maxTotal, ...prog.resizes.map((r) => r.maxTotal)])
     const found: Array<string> = []
     const running = new Map<number, { all: number; normal: number }>()
@@ -111,8 +126,11 @@ export const violations = (prog: Program, guardFor: (form: Request["form"]) => G
         const next = { all: now.all + 1, normal: now.normal + (r.bypass ? 0 : 1) }
         running.set(r.user, next)
         total++
-        const counted = yield* q.activeCount(r.user)
-        if (counted < next.all) found.push(`user ${r.user}: ${next.all} bodies running, ${counted} slots counted`)
+        const status = yield* q.status(r.user)
+        if (status.active < next.all)
+          found.push(`user ${r.user}: ${next.all} bodies running, ${status.active} slots counted`)
+        if (status.maxWaiting !== waitingBound(r.user) || (status.maxWaiting > 0 && status.waiting > status.maxWaiting))
+          found.push(`user ${r.user}: ${status.waiting} waiting, bound ${status.maxWaiting} of ${waitingBound(r.user)}`)
         if (next.normal > userBound(r.user)) found.push(`user ${r.user}: ${next.normal} > ${userBound(r.user)}`)
         if (total > totalBound) found.push(`${total} bodies running > maxTotal ${totalBound}`)
         yield* Effect.sleep(r.holdFor)
@@ -128,7 +146,16 @@ export const violations = (prog: Program, guardFor: (form: Request["form"]) => G
         )
       )
 
-    const call = (r: Request) => {
+    const call = (r: Request) => Effect.tapError(attempt(r), (error) => Effect.sync(() => checkRefusal(r, error)))
+    /** A refusal for a full line names the user's own bound, and the line is that long. */
+    const checkRefusal = (r: Request, error: unknown) => {
+      if (!(error instanceof QueueManager.QueueFull) || error.reason !== "waiting") return
+      if (error.limit !== waitingBound(r.user) || error.active < error.limit)
+        found.push(
+          `user ${r.user}: refused with ${error.active} of ${error.limit} waiting, bound ${waitingBound(r.user)}`
+        )
+    }
+    const attempt = (r: Request) => {
       const guard = guardFor(r.form)(q, r.user, { bypassUserLimit: r.bypass, onFull: r.onFull })
       if (r.timeoutAfter === null) return guard(body(r))
       return r.form === "slot"

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, HashMap, Layer } from "effect"
+import { Effect, HashMap, Layer, Option } from "effect"
 import { QueueManager } from "../src/index.js"
 
 /** A program of several fibers, each taking one slot of user 1 through the service it is given. */
@@ -60,6 +60,9 @@ describe("the singleton is the layer provided once", () => {
           maxUserQueue: 1,
           activeCount: () => Effect.succeed(1),
           activeUsers: Effect.succeed(1),
+          status: () => Effect.succeed({ active: 1, waiting: 0, limit: 1, maxWaiting: 0 }),
+          check: (userId) =>
+            Effect.succeed(Option.some(new QueueManager.QueueFull({ userId, reason: "user", active: 1, limit: 1 }))),
           tryAcquire: (userId) => Effect.sync(() => asked.push(userId)).pipe(Effect.as(false)),
           release: () => Effect.void,
           slot: (userId) => Effect.fail(new QueueManager.QueueFull({ userId, reason: "user", active: 1, limit: 1 })),

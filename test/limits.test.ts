@@ -1,14 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Option } from "effect"
+import { Effect, Exit, Fiber } from "effect"
 import { QueueManager } from "../src/index.js"
-import { enqueue, hold, withManager } from "./support.js"
+import { defectOf, enqueue, hold, withManager } from "./support.js"
 
 const Queue = QueueManager.QueueManager
 const groupsGetTen: QueueManager.UserLimit = (userId, maxUserQueue) =>
   typeof userId === "number" && userId < 0 ? 10 : maxUserQueue
-
-const defectOf = <A, E>(exit: Exit.Exit<A, E>) =>
-  Exit.isFailure(exit) ? Option.getOrUndefined(Cause.dieOption(exit.cause)) : undefined
 
 describe("tiers", () => {
   it.effect("a per-user limit function, with maxUserQueue as the default", () =>
@@ -46,7 +43,9 @@ describe("tiers", () => {
   it.effect("userLimit must be a function", () =>
     Effect.gen(function* () {
       const error = yield* QueueManager.make({ maxUserQueue: 3, userLimit: 10 as never }).pipe(Effect.flip)
-      expect(String(error)).toContain("userLimit must be a function (userId, maxUserQueue) => number, got number")
+      expect(String(error)).toContain(
+        "userLimit must be a function (userId, maxUserQueue) => number | { running, waiting }, got number"
+      )
     })
   )
 })

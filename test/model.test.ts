@@ -40,16 +40,19 @@ const op: FastCheck.Arbitrary<Op> = FastCheck.oneof(
 const run = (
   initialDefault: number,
   initialTotal: number,
-  maxWaiting: number,
+  maxWaitingPerUser: number,
+  tierWaiting: number,
   ops: ReadonlyArray<Op>
 ): string | undefined => {
   let base = initialDefault
-  const tier = (user: number, base: number) => (user === 0 ? base + 1 : base) // user 0 has a tier
+  // user 0 has a tier: one slot more than the default, and a waiting bound of its own
+  const tier = (user: number, base: number) => (user === 0 ? base + 1 : base)
   const limitOf = (user: number) => tier(user, base)
+  const maxWaitingOf = (user: number) => (user === 0 ? tierWaiting : maxWaitingPerUser)
   let s = Model.empty({ maxUserQueue: initialDefault, maxTotal: initialTotal })
   /** Applies `event`, tells every request it admitted, and returns what it did. */
   const apply = (event: Model.Event) => {
-    const transition = Model.step(s, event, maxWaiting)
+    const transition = Model.step(s, event)
     s = transition.state
     for (const [waiter, granted] of transition.admitted) onAdmitted(waiter, granted.active)
     return transition
@@ -101,6 +104,7 @@ const run = (
           _tag: "Acquire",
           userId: o.user,
           limit: limitOf(o.user),
+          maxWaiting: maxWaitingOf(o.user),
           bypass: o.bypass,
           wait: o.wait
         }).decision!
@@ -110,6 +114,10 @@ const run = (
           checkAdmission(o.user, o.bypass, outcome.grant.active)
         } else if (outcome._tag === "Waiting") {
           if (!o.wait) fail("a reject-mode request waits")
+          const queued = pending.get(o.user)?.length ?? 0
+          if (maxWaitingOf(o.user) > 0 && queued >= maxWaitingOf(o.user)) {
+            fail(`user ${o.user} waits with ${queued} already waiting, past its bound ${maxWaitingOf(o.user)}`)
+          }
           pending.set(o.user, [...(pending.get(o.user) ?? []), outcome.waiter])
         } else if (outcome._tag === "Refused") {
           if (s.inFlight !== before) fail("a refusal changed the count")
@@ -118,7 +126,7 @@ const run = (
               ? !fitsUser(o.user, o.bypass)
               : outcome.reason === "global"
                 ? !fitsTotal()
-                : maxWaiting > 0 && (pending.get(o.user)?.length ?? 0) >= maxWaiting
+                : maxWaitingOf(o.user) > 0 && (pending.get(o.user)?.length ?? 0) >= maxWaitingOf(o.user)
           if (!justified) fail(`refused (${outcome.reason}) without cause`)
         } else if (!s.shutdown) fail("refused as shut down before shutdown")
         break
@@ -182,15 +190,16 @@ const run = (
 }
 
 describe("the scheduling model", () => {
-  it("keeps every limit, serves each user in order, is fair across users under maxTotal and ends empty", () => {
+  it("keeps every limit and waiting bound, serves each user in order, is fair across users under maxTotal and ends empty", () => {
     FastCheck.assert(
       FastCheck.property(
         FastCheck.integer({ min: 0, max: 3 }),
         FastCheck.integer({ min: 0, max: 4 }),
         FastCheck.integer({ min: 0, max: 3 }),
+        FastCheck.integer({ min: 0, max: 3 }),
         FastCheck.array(op, { maxLength: 120 }),
-        (base, total, maxWaiting, ops) => {
-          expect(run(base, total, maxWaiting, ops)).toBeUndefined()
+        (base, total, maxWaiting, tierWaiting, ops) => {
+          expect(run(base, total, maxWaiting, tierWaiting, ops)).toBeUndefined()
         }
       ),
       { numRuns: 2000 }
@@ -201,14 +210,21 @@ describe("the scheduling model", () => {
     let s = Model.empty({ maxUserQueue: 0, maxTotal: 1 })
     const admitted: Array<string> = []
     const apply = (event: Model.Event) => {
-      const transition = Model.step(s, event, 0)
+      const transition = Model.step(s, event)
       s = transition.state
       for (const [waiter] of transition.admitted) admitted.push(waiter.userId as string)
       return transition
     }
-    apply({ _tag: "Acquire", userId: "blocker", limit: 0, bypass: false, wait: false })
+    apply({ _tag: "Acquire", userId: "blocker", limit: 0, maxWaiting: 0, bypass: false, wait: false })
     const enqueue = (user: string) => {
-      const outcome = apply({ _tag: "Acquire", userId: user, limit: 0, bypass: false, wait: true }).decision!
+      const outcome = apply({
+        _tag: "Acquire",
+        userId: user,
+        limit: 0,
+        maxWaiting: 0,
+        bypass: false,
+        wait: true
+      }).decision!
       if (outcome._tag !== "Waiting") throw new Error(`expected ${user} to wait`)
     }
     for (let i = 0; i < 1000; i++) enqueue("heavy")

@@ -1,8 +1,12 @@
-import { Deferred, Effect, Fiber, Layer } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Layer, Option } from "effect"
 import { Redis } from "ioredis"
 import type { Scope } from "effect"
 import { QueueManager } from "../src/index.js"
 import * as RedisStore from "../src/RedisStore.js"
+
+/** The defect an exit died with, if it did. */
+export const defectOf = <A, E>(exit: Exit.Exit<A, E>) =>
+  Exit.isFailure(exit) ? Option.getOrUndefined(Cause.dieOption(exit.cause)) : undefined
 
 /** Holds one slot of `userId` in a background fiber until the test's scope closes. */
 export const holdOne = (q: QueueManager.Service, userId: QueueManager.UserId, options?: QueueManager.SlotOptions) =>

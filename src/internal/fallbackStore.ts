@@ -101,7 +101,7 @@ export const withFallback = (shared: SharedStore, local: MemoryStore): Store => 
         )
       )
     },
-    count: (userId) => orLocal(shared.count(userId), local.count(userId)),
+    standing: (userId) => orLocal(shared.standing(userId), local.standing(userId)),
     users: orLocal(shared.users, local.users),
     snapshot: orLocal(shared.snapshot, local.snapshot),
     totals: orLocal(shared.totals, local.totals),

@@ -65,7 +65,7 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
    */
   const run = <A>(event: (state: Model.State) => Model.Event, f: (transition: Model.Transition) => A) =>
     Ref.modify(ref, (state) => {
-      const transition = tell(Model.step(state, event(state), config.maxWaitingPerUser, outside))
+      const transition = tell(Model.step(state, event(state), outside))
       return [f(transition), transition.state]
     })
 
@@ -103,13 +103,10 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
   return {
     acquire: (userId, bypass, wait) =>
       run(
-        (state) => ({
-          _tag: "Acquire",
-          userId,
-          limit: config.limitOf(userId, state.limits.maxUserQueue),
-          bypass,
-          wait
-        }),
+        (state) => {
+          const { limit, maxWaiting } = config.tierOf(userId, state.limits.maxUserQueue)
+          return { _tag: "Acquire", userId, limit, maxWaiting, bypass, wait }
+        },
         (t) => outcomeOf(t.decision!)
       ),
     awaitTurn: (ticket) =>
@@ -135,7 +132,14 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
         (t) => t.left
       ),
     recheck: (userId) => run(() => ({ _tag: "Recheck", userId }), done),
-    count: (userId) => Effect.map(Ref.get(ref), (state) => Model.countOf(state, userId)),
+    // with the slots held outside, as an acquisition counts them
+    standing: (userId) =>
+      Effect.map(Ref.get(ref), (state) => ({
+        active: Model.countOf(state, userId) + (outside?.count(userId) ?? 0),
+        waiting: Model.waitingOf(state, userId),
+        inFlight: state.inFlight + (outside?.total() ?? 0),
+        limits: state.limits
+      })),
     users: Effect.map(Ref.get(ref), (state) => HashMap.size(state.counts)),
     snapshot: Effect.map(Ref.get(ref), (state) => state.counts),
     totals: Effect.map(Ref.get(ref), (state) => ({
@@ -148,7 +152,10 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
     })),
     limits: () => current.limits,
     resize: (limits) =>
-      run(() => ({ _tag: "Resize", limits, lineLimit: (userId) => config.limitOf(userId, limits.maxUserQueue) }), done),
+      run(
+        () => ({ _tag: "Resize", limits, lineLimit: (userId) => config.tierOf(userId, limits.maxUserQueue).limit }),
+        done
+      ),
     shutdown: run(() => ({ _tag: "Shutdown" }), done),
     isShutdown: () => current.shutdown,
     awaitIdle: Effect.suspend(() =>

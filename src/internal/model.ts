@@ -9,8 +9,9 @@
  *   `maxTotal` (0: none). A bypass request skips its user's limit, not `maxTotal`, and is
  *   counted like any other.
  * - **Refuse or wait.** A request that does not fit is refused at once, changing nothing but a
- *   counter; with `wait` it joins the end of its user's line instead (at most `maxWaitingPerUser`
- *   requests per line, 0: no bound). A waiting request holds nothing.
+ *   counter; with `wait` it joins the end of its user's line instead (at most the user's waiting
+ *   bound: its tier's, or `maxWaitingPerUser`; 0: no bound). A waiting request holds nothing.
+ *   `judge` says which from where the user stands, and the manager's `check` asks it alone.
  * - **First-in first-out per user.** A newcomer that waits never passes its user's line: it is
  *   granted at once only when nobody of its user waits.
  * - **Hand-off in the same step.** A release (or a resize, a leave) admits, in the same step,
@@ -116,16 +117,64 @@ export type Decision =
   | { readonly _tag: "Waiting"; readonly waiter: Waiter }
   | { readonly _tag: "Shutdown" }
 
+/** What a request asks for: its user's limit and waiting bound (each 0: none), and how it may be served. */
+export interface Request {
+  /** The user's limit (its tier under the default in force). */
+  readonly limit: number
+  /** How many requests the user may have waiting (its tier's bound, or `maxWaitingPerUser`). */
+  readonly maxWaiting: number
+  readonly bypass: boolean
+  readonly wait: boolean
+}
+
+/** Where a request's user stands when it arrives: all the rules look at. */
+export interface Standing {
+  /** Slots the user holds. */
+  readonly active: number
+  /** The user's requests waiting (its line's length). */
+  readonly waiting: number
+  /** Slots all users hold. */
+  readonly inFlight: number
+  readonly maxTotal: number
+  readonly shutdown: boolean
+}
+
+/** What the rules make of a request: granted, refused (and why), waiting (fitting its own limit or not), or shut out. */
+export type Verdict =
+  | { readonly _tag: "Grant" }
+  | { readonly _tag: "Wait"; readonly fitsUser: boolean }
+  | { readonly _tag: "Refused"; readonly reason: RefusalReason; readonly active: number; readonly limit: number }
+  | { readonly _tag: "Shutdown" }
+
+const shutOut: Verdict = { _tag: "Shutdown" }
+const grantIt: Verdict = { _tag: "Grant" }
+
+/**
+ * The rules of one request, given where its user stands: after a shutdown nothing is taken; a
+ * request that fits its user's limit (or bypasses it) and `maxTotal` is granted, unless it
+ * would wait and its user's line is not empty (a request never passes its line); otherwise it
+ * is refused, or with `wait` joins the line while the line is shorter than the waiting bound.
+ */
+export const judge = (standing: Standing, request: Request): Verdict => {
+  if (standing.shutdown) return shutOut
+  const { active, waiting, inFlight, maxTotal } = standing
+  const fitsUser = request.bypass || request.limit === 0 || active < request.limit
+  const fitsTotal = maxTotal === 0 || inFlight < maxTotal
+  if (fitsUser && fitsTotal && (!request.wait || waiting === 0)) return grantIt
+  if (!request.wait) {
+    return fitsUser
+      ? { _tag: "Refused", reason: "global", active: inFlight, limit: maxTotal }
+      : { _tag: "Refused", reason: "user", active, limit: request.limit }
+  }
+  if (request.maxWaiting > 0 && waiting >= request.maxWaiting) {
+    return { _tag: "Refused", reason: "waiting", active: waiting, limit: request.maxWaiting }
+  }
+  return { _tag: "Wait", fitsUser }
+}
+
 /** Everything that can happen to the state. */
 export type Event =
-  | {
-      readonly _tag: "Acquire"
-      readonly userId: UserId
-      /** The user's limit (its tier under the default in force; 0: none). */
-      readonly limit: number
-      readonly bypass: boolean
-      readonly wait: boolean
-    }
+  | ({ readonly _tag: "Acquire"; readonly userId: UserId } & Request)
   | { readonly _tag: "Release"; readonly userId: UserId }
   | { readonly _tag: "Leave"; readonly waiter: Waiter }
   | { readonly _tag: "Recheck"; readonly userId: UserId }
@@ -170,6 +219,12 @@ export const countOf = (state: State, userId: UserId): number => {
   return count._tag === "Some" ? count.value : 0
 }
 
+/** Requests of `userId` waiting (in the model). */
+export const waitingOf = (state: State, userId: UserId): number => {
+  const current = HashMap.get(state.lines, userId)
+  return current._tag === "Some" ? current.value.size : 0
+}
+
 const none: ReadonlyArray<never> = []
 
 /**
@@ -197,7 +252,6 @@ class Step {
 
   constructor(
     state: State,
-    private readonly maxWaitingPerUser: number,
     private readonly outside: Outside
   ) {
     this.limits = state.limits
@@ -390,41 +444,34 @@ class Step {
     }
   }
 
-  acquire(userId: UserId, limit: number, bypass: boolean, wait: boolean): Decision {
-    if (this.shutdown) {
-      this.refuse("shutdown")
-      return { _tag: "Shutdown" }
-    }
-    const active = this.held(userId)
-    const fitsUser = bypass || limit === 0 || active < limit
+  acquire(userId: UserId, request: Request): Decision {
     const current = HashMap.get(this.lines, userId)
-    if (fitsUser && this.fitsTotal() && (!wait || current._tag === "None")) {
-      return { _tag: "Acquired", grant: this.grant(userId) }
+    const verdict = judge(
+      {
+        active: this.held(userId),
+        waiting: current._tag === "Some" ? current.value.size : 0,
+        inFlight: this.inFlight + this.outside.total(),
+        maxTotal: this.limits.maxTotal,
+        shutdown: this.shutdown
+      },
+      request
+    )
+    switch (verdict._tag) {
+      case "Shutdown":
+        this.refuse("shutdown")
+        return verdict
+      case "Refused":
+        this.refuse(verdict.reason)
+        return verdict
+      case "Grant":
+        return { _tag: "Acquired", grant: this.grant(userId) }
     }
-    if (!wait) {
-      if (fitsUser) {
-        this.refuse("global")
-        return {
-          _tag: "Refused",
-          reason: "global",
-          active: this.inFlight + this.outside.total(),
-          limit: this.limits.maxTotal
-        }
-      }
-      this.refuse("user")
-      return { _tag: "Refused", reason: "user", active, limit }
-    }
-    const queued = current._tag === "Some" ? current.value.size : 0
-    if (this.maxWaitingPerUser > 0 && queued >= this.maxWaitingPerUser) {
-      this.refuse("waiting")
-      return { _tag: "Refused", reason: "waiting", active: queued, limit: this.maxWaitingPerUser }
-    }
-    const waiter: Waiter = { id: ++this.serial, userId, bypass }
+    const waiter: Waiter = { id: ++this.serial, userId, bypass: request.bypass }
     this.waiting++
     if (current._tag === "None") {
-      const first = line(limit, Queue.push(Queue.empty, waiter), 1, waiter.id, 0)
+      const first = line(request.limit, Queue.push(Queue.empty, waiter), 1, waiter.id, 0)
       // it waits only for maxTotal when it fits its own limit
-      if (fitsUser) this.enterRing(userId, first)
+      if (verdict.fitsUser) this.enterRing(userId, first)
       else this.setLine(userId, first)
     } else {
       // behind others: nothing about the line's first waiter changes
@@ -487,16 +534,8 @@ class Step {
   }
 }
 
-/**
- * Applies `event` to `state`. `maxWaitingPerUser` bounds each line (0: none); `outside` counts
- * slots held outside the model (none by default).
- */
-export const step = (
-  state: State,
-  event: Event,
-  maxWaitingPerUser: number,
-  outside: Outside = nobodyOutside
-): Transition => {
+/** Applies `event` to `state`; `outside` counts slots held outside the model (none by default). */
+export const step = (state: State, event: Event, outside: Outside = nobodyOutside): Transition => {
   // the common case, with nobody waiting: the same rules, without the machinery of lines
   if (HashMap.isEmpty(state.lines) && outside === nobodyOutside) {
     if (event._tag === "Release") return releaseWhileNobodyWaits(state, event.userId)
@@ -511,10 +550,10 @@ export const step = (
       }
     }
   }
-  const next = new Step(state, maxWaitingPerUser, outside)
+  const next = new Step(state, outside)
   switch (event._tag) {
     case "Acquire":
-      return next.done(next.acquire(event.userId, event.limit, event.bypass, event.wait))
+      return next.done(next.acquire(event.userId, event))
     case "Release": {
       const left = next.release(event.userId)
       next.dispatch()

@@ -1,25 +1,15 @@
-import {
-  Cause,
-  Clock,
-  ConfigError,
-  Context,
-  DefaultServices,
-  Effect,
-  Exit,
-  FiberRef,
-  LogLevel,
-  Metric,
-  Tracer
-} from "effect"
+import { Clock, ConfigError, Context, DefaultServices, Effect, Exit, FiberRef, LogLevel, Metric, Tracer } from "effect"
 import { Fiber, FiberId, Option } from "effect"
-import type { AcquireOptions, Options, Service, Slot, SlotOptions, UserId, UserLimit } from "../QueueManager.js"
+import type { AcquireOptions, Options, Service, Slot, SlotOptions, UserId } from "../QueueManager.js"
 import * as QueueMetrics from "../QueueMetrics.js"
 import { validateLimit } from "./config.js"
 import { LeaseLost, QueueFull, QueueShutdown, type StoreUnavailable } from "./errors.js"
 import type { Scope } from "effect"
 import { makeReporter } from "./metrics.js"
 import { makeMemoryStore } from "./memoryStore.js"
+import * as Model from "./model.js"
 import { type Grant, type Lease, type Outcome, QueueStore, type Store, type StoreConfig } from "./store.js"
+import { makeTierOf, validateUserLimit } from "./tiers.js"
 import { withValidUserId } from "./userId.js"
 
 type Restore = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
@@ -71,16 +61,6 @@ const debug = (fiber: RuntimeFiber, message: string, annotations: () => Record<s
   LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Debug)
     ? Effect.void
     : Effect.annotateLogs(Effect.logDebug(message), annotations())
-
-const validateUserLimit = (userLimit: unknown) =>
-  userLimit === undefined || typeof userLimit === "function"
-    ? Effect.succeed(userLimit as UserLimit | undefined)
-    : Effect.fail(
-        ConfigError.InvalidData(
-          ["userLimit"],
-          `userLimit must be a function (userId, maxUserQueue) => number, got ${typeof userLimit}`
-        )
-      )
 
 /** A fiber that must stop when a slot's lease is lost: the one doing the work under that slot. */
 interface Holder {
@@ -174,21 +154,12 @@ export const makeWith = <E, R>(
     const maxTotal = yield* validateLimit("maxTotal", options.maxTotal ?? 0)
     const maxWaitingPerUser = yield* validateLimit("maxWaitingPerUser", options.maxWaitingPerUser ?? 100)
     const userLimit = yield* validateUserLimit(options.userLimit)
+    const tierOf = makeTierOf(userLimit, maxWaitingPerUser)
 
-    /** The limit of `userId` under the default `base`; a tier function returning garbage is a defect. */
-    const limitOf = (userId: UserId, base: number): number => {
-      if (userLimit === undefined) return base
-      const limit = userLimit(userId, base)
-      if (Number.isSafeInteger(limit) && limit >= 0) return limit
-      throw new Cause.IllegalArgumentException(
-        `QueueManager: userLimit(${JSON.stringify(userId)}) returned ${String(limit)}: must be a whole number >= 0 (0 = no limit)`
-      )
-    }
-
-    const store = yield* makeStore({ maxUserQueue, maxTotal, maxWaitingPerUser, limitOf })
+    const store = yield* makeStore({ maxUserQueue, maxTotal, tierOf })
     const reporter = makeReporter(store.local)
     const report = (fiber: RuntimeFiber) => reporter(fiber.getFiberRef(FiberRef.currentMetricLabels))
-    const limitFor = (userId: UserId) => limitOf(userId, store.limits().maxUserQueue)
+    const limitFor = (userId: UserId) => tierOf(userId, store.limits().maxUserQueue).limit
     // a resize and a shutdown each take a round trip on a shared store: one at a time
     const reconfiguring = yield* Effect.makeSemaphore(1)
 
@@ -345,7 +316,31 @@ export const makeWith = <E, R>(
         return store.limits().maxUserQueue
       },
       limitFor: (userId) => withValidUserId(userId, (id) => Effect.sync(() => limitFor(id))),
-      activeCount: (userId) => withValidUserId(userId, store.count),
+      activeCount: (userId) => withValidUserId(userId, (id) => Effect.map(store.standing(id), (s) => s.active)),
+      status: (userId) =>
+        withValidUserId(userId, (id) =>
+          Effect.map(store.standing(id), ({ active, waiting, limits }) => {
+            const { limit, maxWaiting } = tierOf(id, limits.maxUserQueue)
+            return { active, waiting, limit, maxWaiting }
+          })
+        ),
+      check: (userId, options) =>
+        withValidUserId(userId, (id) =>
+          Effect.map(store.standing(id), ({ active, waiting, inFlight, limits }) => {
+            const verdict = Model.judge(
+              { active, waiting, inFlight, maxTotal: limits.maxTotal, shutdown: store.isShutdown() },
+              {
+                ...tierOf(id, limits.maxUserQueue),
+                bypass: options?.bypassUserLimit === true,
+                wait: options?.onFull === "wait"
+              }
+            )
+            if (verdict._tag === "Shutdown") return Option.some(new QueueShutdown({ userId: id }))
+            if (verdict._tag !== "Refused") return Option.none()
+            const { reason, limit } = verdict
+            return Option.some(new QueueFull({ userId: id, reason, active: verdict.active, limit }))
+          })
+        ),
       activeUsers: store.users,
       tryAcquire: (userId: UserId, options?: AcquireOptions) =>
         acquire("QueueManager.tryAcquire", userId, options, true, (_restore, announce) =>

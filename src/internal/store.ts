@@ -61,14 +61,31 @@ export interface Limits {
   readonly maxTotal: number
 }
 
+/** A user's limits: slots it may hold (0: none), requests it may have waiting (0: no bound). */
+export interface Tier {
+  readonly limit: number
+  readonly maxWaiting: number
+}
+
 /**
- * How a store is configured: the limits it starts with, the waiting bound, and `limitOf`, the
- * limit of a user under a default (tiers); `limitOf` throws an `IllegalArgumentException` for
- * a tier function returning garbage, before the store changes anything.
+ * How a store is configured: the limits it starts with, and `tierOf`, the limits of a user under
+ * a default `maxUserQueue` (tiers); `tierOf` throws an `IllegalArgumentException` for a tier
+ * function returning garbage, before the store changes anything.
  */
 export interface StoreConfig extends Limits {
-  readonly maxWaitingPerUser: number
-  readonly limitOf: (userId: UserId, maxUserQueue: number) => number
+  readonly tierOf: (userId: UserId, maxUserQueue: number) => Tier
+}
+
+/** Where a user stands now (across every process for a shared store): what `check` judges and `status` shows. */
+export interface Standing {
+  /** Slots the user holds. */
+  readonly active: number
+  /** The user's requests waiting. */
+  readonly waiting: number
+  /** Slots all users hold. */
+  readonly inFlight: number
+  /** The limits in force when it was read. */
+  readonly limits: Limits
 }
 
 /**
@@ -98,7 +115,7 @@ export interface Store<E = StoreUnavailable> {
    * names, or without a lease one taken for `tryAcquire`.
    */
   readonly release: (userId: UserId, lease: Lease | undefined) => Effect.Effect<Released>
-  readonly count: (userId: UserId) => Effect.Effect<number, E>
+  readonly standing: (userId: UserId) => Effect.Effect<Standing, E>
   readonly users: Effect.Effect<number, E>
   readonly snapshot: Effect.Effect<HashMap.HashMap<UserId, number>, E>
   readonly totals: Effect.Effect<Totals, E>

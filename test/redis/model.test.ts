@@ -13,8 +13,9 @@ import { evalScripts, keysOf, type Script } from "../../src/internal/redis/lua.j
 import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
 
 const USERS = [1, 2, 3] as const
-/** User 3 has a tier: one more than the default. */
+/** User 3 has a tier: one more than the default, and a waiting bound of its own. */
 const tier = (user: number, base: number) => (user === 3 ? base + 1 : base)
+const maxWaitingOf = (user: number) => (user === 3 ? 1 : 3)
 
 type Step =
   | { readonly op: "acquire"; readonly user: number; readonly bypass: boolean; readonly wait: boolean }
@@ -54,14 +55,12 @@ const step: FastCheck.Arbitrary<Step> = FastCheck.oneof(
   }
 )
 
-const MAX_WAITING = 3
-
 /** The Lua of one prefix, called directly: each call's answer without the epoch and limits it begins with. */
 const lua = (redis: Redis, prefix: string) => {
   const keys = keysOf(prefix)
   let calls = 0
   return async (script: Script, limits: Model.Limits, ...args: ReadonlyArray<string | number>) => {
-    const header = [`nonce.${calls++}`, 60_000, "nowhere", limits.maxTotal, limits.maxUserQueue, MAX_WAITING]
+    const header = [`nonce.${calls++}`, 60_000, "nowhere", limits.maxTotal, limits.maxUserQueue]
     const answer = (await redis.eval(evalScripts[script], keys.length, ...keys, ...header, ...args)) as Array<unknown>
     return answer.slice(3)
   }
@@ -111,14 +110,25 @@ const compare = async (redis: Redis, prefix: string, steps: ReadonlyArray<Step>)
         const limit = tier(s.user, limits.maxUserQueue)
         const id = `p:${serial++}:${encode(s.user)}`
         const flags = (s.bypass ? 1 : 0) + (s.wait ? 2 : 0)
-        const [answer] = (await call("batch", limits, "a", encode(s.user), limit, flags, id, limits.maxUserQueue)) as [
-          Array<string | number>
-        ]
-        const transition = Model.step(
-          state,
-          { _tag: "Acquire", userId: s.user, limit, bypass: s.bypass, wait: s.wait },
-          MAX_WAITING
-        )
+        const [answer] = (await call(
+          "batch",
+          limits,
+          "a",
+          encode(s.user),
+          limit,
+          flags,
+          id,
+          limits.maxUserQueue,
+          maxWaitingOf(s.user)
+        )) as [Array<string | number>]
+        const transition = Model.step(state, {
+          _tag: "Acquire",
+          userId: s.user,
+          limit,
+          maxWaiting: maxWaitingOf(s.user),
+          bypass: s.bypass,
+          wait: s.wait
+        })
         const decision = transition.decision!
         const luaTag = ["Refused", "Acquired", "Waiting", "Stale"][Number(answer[0])]
         if (decision._tag !== luaTag) return `${what}: the model ${decision._tag}, the Lua ${luaTag}`
@@ -139,7 +149,7 @@ const compare = async (redis: Redis, prefix: string, steps: ReadonlyArray<Step>)
         const user = holders[s.pick % holders.length]!
         const id = leases.get(user)!.pop()!
         const [left] = (await call("batch", limits, "r", id)) as [number]
-        const transition = Model.step(state, { _tag: "Release", userId: user }, MAX_WAITING)
+        const transition = Model.step(state, { _tag: "Release", userId: user })
         if (transition.left !== left) return `${what}: the model left ${transition.left}, the Lua ${left}`
         problem = await settle(transition, what)
         break
@@ -151,7 +161,7 @@ const compare = async (redis: Redis, prefix: string, steps: ReadonlyArray<Step>)
         const id = luaIdOf.get(waiter.id)!
         waiterOf.delete(id)
         await call("leave", limits, id)
-        problem = await settle(Model.step(state, { _tag: "Leave", waiter }, MAX_WAITING), what)
+        problem = await settle(Model.step(state, { _tag: "Leave", waiter }), what)
         break
       }
       case "resize": {
@@ -160,11 +170,11 @@ const compare = async (redis: Redis, prefix: string, steps: ReadonlyArray<Step>)
         const pairs = USERS.flatMap((user) => [encode(user), tier(user, next.maxUserQueue)])
         const [done] = (await call("configure", limits, next.maxTotal, next.maxUserQueue, ...pairs)) as [number]
         if (done !== 1) return `${what}: configure answered ${done}`
-        const transition = Model.step(
-          state,
-          { _tag: "Resize", limits: next, lineLimit: (user) => tier(user as number, next.maxUserQueue) },
-          MAX_WAITING
-        )
+        const transition = Model.step(state, {
+          _tag: "Resize",
+          limits: next,
+          lineLimit: (user) => tier(user as number, next.maxUserQueue)
+        })
         problem = await settle(transition, what)
         break
       }
@@ -188,8 +198,8 @@ const compare = async (redis: Redis, prefix: string, steps: ReadonlyArray<Step>)
           lapsedUsers.push(user)
           await redis.zadd(`{${prefix}}:leases`, "XX", 1, id)
         }
-        await call("read", limits, "count", "n0")
-        const transition = Model.step(state, { _tag: "Expire", waiters: gone, slots: lapsedUsers }, MAX_WAITING)
+        await call("read", limits, "user", "n0")
+        const transition = Model.step(state, { _tag: "Expire", waiters: gone, slots: lapsedUsers })
         problem = await settle(transition, what)
         break
       }

@@ -99,6 +99,30 @@ describe("Redis store", () => {
     })
   )
 
+  it.scoped("a tier's waiting bound, status and check count the requests of every process", () =>
+    Effect.gen(function* () {
+      // the author's model: one running per chat, 3 queued + running in a private chat
+      const { a, b } = yield* twoProcesses({
+        maxUserQueue: 1,
+        userLimit: (chatId) => (typeof chatId === "number" && chatId < 0 ? { waiting: 9 } : { waiting: 2 })
+      })
+      expect(yield* a.tryAcquire(5)).toBe(true)
+      const waiters = [
+        yield* Effect.fork(a.withSlot(5, { onFull: "wait" })(Effect.void)),
+        yield* Effect.fork(b.withSlot(5, { onFull: "wait" })(Effect.void))
+      ]
+      yield* eventually("two wait, in two processes", a.stats, (s) => s.waiting === 2)
+      expect(yield* b.status(5)).toEqual({ active: 1, waiting: 2, limit: 1, maxWaiting: 2 })
+      expect(Option.getOrThrow(yield* b.check(5, { onFull: "wait" }))).toMatchObject({ reason: "waiting", limit: 2 })
+      const refused = yield* b.withSlot(5, { onFull: "wait" })(Effect.void).pipe(Effect.flip)
+      expect(refused).toMatchObject({ _tag: "QueueFull", reason: "waiting", active: 2, limit: 2 })
+      expect(yield* b.check(-5, { onFull: "wait" })).toEqual(Option.none())
+      yield* a.release(5)
+      yield* Effect.forEach(waiters, Fiber.join)
+      expect(yield* b.status(5)).toEqual({ active: 0, waiting: 0, limit: 1, maxWaiting: 2 })
+    })
+  )
+
   it.scoped("a release is not waited for, yet every later call of the same process sees it", () =>
     Effect.gen(function* () {
       const { a, b } = yield* twoProcesses({ maxUserQueue: 1 })

@@ -1,7 +1,7 @@
 import { Effect, Exit } from "effect"
 import type { UserId } from "../../QueueManager.js"
 import { QueueShutdown, type RefusalReason, StoreUnavailable } from "../errors.js"
-import type { Grant, Lease, Outcome, Released, StoreConfig } from "../store.js"
+import type { Grant, Lease, Outcome, Released, StoreConfig, Tier } from "../store.js"
 import type { Activity } from "./activity.js"
 import { CallFailed, unavailable } from "./connection.js"
 import { type LeaseRegistry, RedisLease } from "./leases.js"
@@ -39,8 +39,8 @@ export class Operations {
    * anything is counted: a tier function that throws changes nothing.
    */
   acquire(userId: UserId, bypass: boolean, wait: boolean, raw: boolean): Effect.Effect<Outcome, StoreUnavailable> {
-    const limit = this.config.limitOf(userId, this.session.limits.maxUserQueue)
-    return this.activity.track(this.sendUntilCurrent(userId, bypass, wait, raw, limit, 0))
+    const tier = this.config.tierOf(userId, this.session.limits.maxUserQueue)
+    return this.activity.track(this.sendUntilCurrent(userId, bypass, wait, raw, tier, 0))
   }
 
   /**
@@ -121,10 +121,10 @@ export class Operations {
     bypass: boolean,
     wait: boolean,
     raw: boolean,
-    limit: number,
+    tier: Tier,
     tries: number
   ): Effect.Effect<Outcome, StoreUnavailable> {
-    return Effect.flatMap(this.send(userId, bypass, wait, raw, limit), (outcome) => {
+    return Effect.flatMap(this.send(userId, bypass, wait, raw, tier), (outcome) => {
       if (outcome !== "stale") return Effect.succeed(outcome)
       if (tries >= STALE_RETRIES) {
         return Effect.fail(new StoreUnavailable({ operation: "acquire", reason: "the default limit kept changing" }))
@@ -135,7 +135,7 @@ export class Operations {
           bypass,
           wait,
           raw,
-          this.config.limitOf(userId, this.session.limits.maxUserQueue),
+          this.config.tierOf(userId, this.session.limits.maxUserQueue),
           tries + 1
         )
       )
@@ -151,13 +151,14 @@ export class Operations {
     bypass: boolean,
     wait: boolean,
     raw: boolean,
-    limit: number
+    tier: Tier
   ): Effect.Effect<Outcome | "stale", StoreUnavailable> {
     return Effect.async((resume) => {
       const sent: Sent = { id: this.session.nextId(userId), userId, sentAt: performance.now(), raw }
       if (wait) this.tickets.expect(sent.id)
       const flags = (bypass ? 1 : 0) + (wait ? 2 : 0)
-      const args = ["a", encodeUser(userId), limit, flags, sent.id, this.session.limits.maxUserQueue]
+      const dq = this.session.limits.maxUserQueue
+      const args = ["a", encodeUser(userId), tier.limit, flags, sent.id, dq, tier.maxWaiting]
       this.session.batch(args, (ok, value) => {
         const early = this.tickets.answered(sent.id)
         resume(ok ? this.outcome(sent, value as ReadonlyArray<unknown>, early) : this.failed(sent, value))

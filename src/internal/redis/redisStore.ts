@@ -179,7 +179,14 @@ const adapter = (parts: Parts): SharedStore => {
     awaitTurn: (ticket: Ticket) => (ticket as RedisTicket).awaitEnd(),
     leave: (ticket: Ticket) => operations.leave(ticket as RedisTicket),
     release: (userId, lease) => Effect.sync(() => operations.release(userId, lease)),
-    count: (userId) => session.read("count", ["count", encodeUser(userId)], (answer) => Number(answer[0])),
+    // the limits are this answer's own (the session reads them from its first fields)
+    standing: (userId) =>
+      session.read("status", ["user", encodeUser(userId)], (answer) => ({
+        active: Number(answer[0]),
+        waiting: Number(answer[1]),
+        inFlight: Number(answer[2]),
+        limits: session.limits
+      })),
     users: session.read("users", ["all"], (answer) => (answer[0] as Array<string>).length / 2),
     snapshot: session.read("snapshot", ["all"], (answer) => HashMap.fromIterable(pairs(answer[0] as Array<string>))),
     totals: session.read("stats", ["all"], (answer) => totals(answer, activity.refused.shutdown)),

@@ -99,7 +99,7 @@ export class Session {
     return Effect.gen(this, function* () {
       let users = yield* this.read("resize", ["waiting"], (answer) => answer as ReadonlyArray<string>)
       for (let attempt = 0; ; attempt++) {
-        const args = users.flatMap((user) => [user, this.config.limitOf(decodeUser(user), next.maxUserQueue)])
+        const args = users.flatMap((user) => [user, this.config.tierOf(decodeUser(user), next.maxUserQueue).limit])
         const answer = yield* Effect.tryPromise({
           try: () => this.call("configure", [next.maxTotal, next.maxUserQueue, ...args]),
           catch: unavailable("resize")
@@ -124,8 +124,7 @@ export class Session {
       this.leaseMillis,
       this.channel,
       this.limits.maxTotal,
-      this.limits.maxUserQueue,
-      this.config.maxWaitingPerUser
+      this.limits.maxUserQueue
     ]
   }
 

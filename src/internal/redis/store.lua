@@ -33,8 +33,8 @@
 --
 -- ARGV of every call: nonce (the epoch to start if the state is new or lost), leaseMs,
 -- channel (where this process hears of its admitted requests), cap and dq (this process's
--- configuration, used only to start a new state), maxWaiting (this process's bound), then the
--- call's own arguments. Every reply begins with epoch, cap, dq.
+-- configuration, used only to start a new state), then the call's own arguments. Every reply
+-- begins with epoch, cap, dq.
 
 local LAYOUT = '3'
 -- longer than 64 bytes, so that h is a hashtable from its start rather than a listpack
@@ -43,7 +43,7 @@ local TYPES = { 'hash', 'hash', 'zset', 'hash', 'zset', 'zset', 'zset', 'hash' }
 
 -- set by begin for the call running now
 local H, HELD, LEASES, TICKETS, TEXP, LINES, READY, LIMITS
-local NOW, EPOCH, CAP, DQ, leaseMs, channel, maxWaiting
+local NOW, EPOCH, CAP, DQ, leaseMs, channel
 -- the fencing counter and the count of grants, read by begin and written back by finish (one
 -- command each per call, not per grant); whether anyone may wait (else lines, their limits, the
 -- turn order and the requests' expiry are empty: nothing to look at)
@@ -67,7 +67,7 @@ local function begin(KEYS, ARGV)
   H, HELD, LEASES, TICKETS, TEXP, LINES, READY, LIMITS = unpack(KEYS, 1, 8)
   local clock = redis.call('TIME')
   NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-  leaseMs, channel, maxWaiting = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[6])
+  leaseMs, channel = tonumber(ARGV[2]), ARGV[3]
   local state = redis.call('HMGET', H, 'epoch', 'layout', 'cap', 'dq', 'seq', 'token', 'acquired')
   if state[5] or (state[2] and state[2] ~= LAYOUT) then foreign(H, 'an older layout') end
   if state[1] then
@@ -209,7 +209,7 @@ local function purge()
   dispatch()
 end
 
-local function acquire(u, limit, flags, id, dq)
+local function acquire(u, limit, flags, id, dq, maxWaiting)
   -- the caller computed the limit under another default: it must compute it again
   if dq ~= DQ then return { 3, DQ } end
   local bypass, wait = flags % 2 == 1, flags >= 2
@@ -273,17 +273,17 @@ end
 
 local calls = {}
 
--- acquisitions ('a', user, limit, flags (1 bypass + 2 wait), id, dq) and releases ('r', id), in
--- order. Per acquisition: {1, active, token} granted, {0, reason, active, limit} refused,
+-- acquisitions ('a', user, limit, flags (1 bypass + 2 wait), id, dq, maxWaiting: the user's
+-- waiting bound) and releases ('r', id), in order. Per acquisition: {1, active, token} granted, {0, reason, active, limit} refused,
 -- {2, waiting} queued, {3, dq} computed under another default. Per release: the user's count
 -- left, or -1 if the lease was not held.
 function calls.batch(ARGV)
-  local results, i = {}, 7
+  local results, i = {}, 6
   while i <= #ARGV do
     if ARGV[i] == 'a' then
       results[#results + 1] = acquire(ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4],
-        tonumber(ARGV[i + 5]))
-      i = i + 6
+        tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]))
+      i = i + 7
     else
       results[#results + 1] = release(ARGV[i + 1])
       i = i + 2
@@ -296,10 +296,10 @@ end
 -- 1 renewed or 0 gone; per request 2 renewed (still waiting), {3, active, token} admitted (its
 -- lease renewed), or 0 gone.
 function calls.renew(ARGV)
-  local leases, results, expiry = tonumber(ARGV[7]), {}, fmt(NOW + leaseMs)
-  for i = 8, #ARGV do
+  local leases, results, expiry = tonumber(ARGV[6]), {}, fmt(NOW + leaseMs)
+  for i = 7, #ARGV do
     local id, result = ARGV[i], 0
-    local info = i >= 8 + leases and redis.call('HGET', TICKETS, id)
+    local info = i >= 7 + leases and redis.call('HGET', TICKETS, id)
     if info and string.sub(info, 1, 1) == 'w' then
       redis.call('ZADD', TEXP, 'XX', expiry, id)
       result = 2
@@ -319,16 +319,19 @@ end
 -- gives up requests or slots: per id 1 (left its line), 2 (its slot given back) or 0 (gone)
 function calls.leave(ARGV)
   local results = {}
-  for i = 7, #ARGV do results[#results + 1] = leave(ARGV[i]) end
+  for i = 6, #ARGV do results[#results + 1] = leave(ARGV[i]) end
   return results
 end
 
--- ARGV 'count', user: the user's slots; 'all': {counts (user, n, ...), in flight, waiting,
--- waiting users, {acquired, refused:user, refused:global, refused:waiting}}; 'waiting': the
--- users with waiters
+-- ARGV 'user', user: {the user's slots, its requests waiting, slots held in all}; 'all':
+-- {counts (user, n, ...), in flight, waiting, waiting users, {acquired, refused:user,
+-- refused:global, refused:waiting}}; 'waiting': the users with waiters
 function calls.read(ARGV)
-  if ARGV[7] == 'count' then return { heldOf(ARGV[8]) } end
-  if ARGV[7] == 'waiting' then return redis.call('HKEYS', LIMITS) end
+  if ARGV[6] == 'user' then
+    local u = ARGV[7]
+    return { heldOf(u), lineLimit(u) and queuedOf(u) or 0, total() }
+  end
+  if ARGV[6] == 'waiting' then return redis.call('HKEYS', LIMITS) end
   return { redis.call('HGETALL', HELD), total(), redis.call('ZCARD', TEXP), redis.call('HLEN', LIMITS),
     redis.call('HMGET', H, 'acquired', 'refused:user', 'refused:global', 'refused:waiting') }
 end
@@ -338,7 +341,7 @@ end
 -- they began. Returns {1}, or {0, users...} changing nothing when users with waiters are missing.
 function calls.configure(ARGV)
   local given = {}
-  for i = 9, #ARGV, 2 do given[ARGV[i]] = ARGV[i + 1] end
+  for i = 8, #ARGV, 2 do given[ARGV[i]] = ARGV[i + 1] end
   local missing, lines = {}, {}
   local entries = redis.call('HGETALL', LIMITS)
   for i = 1, #entries, 2 do
@@ -350,7 +353,7 @@ function calls.configure(ARGV)
     end
   end
   if #missing > 0 then return { 0, unpack(missing) } end
-  CAP, DQ = tonumber(ARGV[7]), tonumber(ARGV[8])
+  CAP, DQ = tonumber(ARGV[6]), tonumber(ARGV[7])
   redis.call('HSET', H, 'cap', CAP, 'dq', DQ)
   table.sort(lines, function(a, b) return a[2] < b[2] end)
   for _, line in ipairs(lines) do
