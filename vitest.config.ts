@@ -1,10 +1,19 @@
 import { createConnection } from "node:net"
+import { availableParallelism } from "node:os"
 import { defineConfig, type ViteUserConfig } from "vitest/config"
 
 /** The behavioural tests that run against every store (the Redis project runs them on Redis). */
-const contract = ["semantics", "slot", "waiting", "limits", "shutdown", "observability", "fencing"].map(
-  (name) => `test/${name}.test.ts`
-)
+const contract = [
+  "semantics",
+  "slot",
+  "waiting",
+  "limits",
+  "status",
+  "sequentialChats",
+  "shutdown",
+  "observability",
+  "fencing"
+].map((name) => `test/${name}.test.ts`)
 
 const redisUrl = new URL(process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379")
 
@@ -25,6 +34,9 @@ export default defineConfig(async (): Promise<ViteUserConfig> => {
   return {
     test: {
       testTimeout: 30_000,
+      // vitest leaves a core to itself by default: one worker on a 2-core machine, though the
+      // suites spend much of their time waiting on Redis and sockets
+      maxWorkers: Math.max(2, availableParallelism()),
       // what a test logs is shown when it fails, not when it passes
       silent: "passed-only",
       projects: [
