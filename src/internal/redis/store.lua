@@ -274,9 +274,9 @@ end
 local calls = {}
 
 -- acquisitions ('a', user, limit, flags (1 bypass + 2 wait), id, dq, maxWaiting: the user's
--- waiting bound) and releases ('r', id), in order. Per acquisition: {1, active, token} granted, {0, reason, active, limit} refused,
--- {2, waiting} queued, {3, dq} computed under another default. Per release: the user's count
--- left, or -1 if the lease was not held.
+-- waiting bound) and releases ('r', id), in order. Per acquisition: {1, active, token} granted,
+-- {0, reason, active, limit} refused, {2, waiting} queued, {3, dq} computed under another
+-- default. Per release: the user's count left, or -1 if the lease was not held.
 function calls.batch(ARGV)
   local results, i = {}, 6
   while i <= #ARGV do
