@@ -49,16 +49,20 @@ describe("tiered waiting bounds", () => {
     )
   )
 
-  it.effect.each([
-    [{ running: -1 }, "running must be a whole number >= 0"],
-    [{ running: 1, waiting: 1.5 }, "waiting must be a whole number >= 0"],
-    [{ waiting: "3" }, "waiting must be a whole number >= 0"],
-    [null, "must be a whole number >= 0 (0 = no limit) or { running, waiting }"]
-  ])("a tier of %j is a defect naming the user and the value, and changes nothing", ([bad, message]) =>
+  it.effect.each<[unknown, string]>([
+    [{ running: -1 }, "{ running: -1 }: running must be a whole number >= 0"],
+    [{ running: 1, waiting: 1.5 }, "{ running: 1, waiting: 1.5 }: waiting must be a whole number >= 0"],
+    [{ waiting: "3" }, '{ waiting: "3" }: waiting must be a whole number >= 0'],
+    [{ running: Number.NaN }, "{ running: NaN }: running must be a whole number >= 0"],
+    // a misspelt field would silently drop the limit it meant
+    [{ runing: 1 }, "{ runing: 1 }: must be a whole number >= 0 (0 = no limit) or { running, waiting }"],
+    [[1], "[1]: must be a whole number >= 0 (0 = no limit) or { running, waiting }"],
+    [null, "null: must be a whole number >= 0 (0 = no limit) or { running, waiting }"]
+  ])("a tier of %o is a defect naming the user and the value, and changes nothing", ([bad, message]) =>
     Effect.gen(function* () {
       const q = yield* Queue
       const exit = yield* Effect.exit(q.withSlot("odd", { onFull: "wait" })(Effect.void))
-      expect(String(defectOf(exit))).toContain(`userLimit("odd") returned ${JSON.stringify(bad)}: ${message}`)
+      expect(String(defectOf(exit))).toContain(`userLimit("odd") returned ${message}`)
       expect(Exit.isFailure(yield* Effect.exit(q.status("odd")))).toBe(true)
       expect(yield* q.stats).toMatchObject({ inFlight: 0, waiting: 0, acquired: 0 })
       expect(yield* q.tryAcquire("even")).toBe(true)

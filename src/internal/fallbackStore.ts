@@ -101,7 +101,12 @@ export const withFallback = (shared: SharedStore, local: MemoryStore): Store => 
         )
       )
     },
-    standing: (userId) => orLocal(shared.standing(userId), local.standing(userId)),
+    // the local view, under the shared limits (the local store follows them only as it acquires)
+    standing: (userId) =>
+      orLocal(
+        shared.standing(userId),
+        Effect.map(local.standing(userId), (standing) => ({ ...standing, limits: shared.limits() }))
+      ),
     users: orLocal(shared.users, local.users),
     snapshot: orLocal(shared.snapshot, local.snapshot),
     totals: orLocal(shared.totals, local.totals),

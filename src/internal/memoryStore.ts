@@ -132,12 +132,12 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
         (t) => t.left
       ),
     recheck: (userId) => run(() => ({ _tag: "Recheck", userId }), done),
-    // with the slots held outside, as an acquisition counts them
+    // this store's own view: the slots held outside are not its to show
     standing: (userId) =>
       Effect.map(Ref.get(ref), (state) => ({
-        active: Model.countOf(state, userId) + (outside?.count(userId) ?? 0),
+        active: Model.countOf(state, userId),
         waiting: Model.waitingOf(state, userId),
-        inFlight: state.inFlight + (outside?.total() ?? 0),
+        inFlight: state.inFlight,
         limits: state.limits
       })),
     users: Effect.map(Ref.get(ref), (state) => HashMap.size(state.counts)),

@@ -1,5 +1,5 @@
 import { Cause, ConfigError, Effect } from "effect"
-import type { UserId, UserLimit } from "../QueueManager.js"
+import type { Tier as QueueManagerTier, UserId, UserLimit } from "../QueueManager.js"
 import type { Tier } from "./store.js"
 
 /** `userLimit` as given: a function, or absent. */
@@ -15,13 +15,24 @@ export const validateUserLimit = (userLimit: unknown) =>
 
 const isLimit = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0
 
-const shown = (value: unknown) => {
-  try {
-    return typeof value === "object" && value !== null ? JSON.stringify(value) : String(value)
-  } catch {
-    return String(value)
-  }
-}
+const shownValue = (value: unknown) => (typeof value === "string" ? JSON.stringify(value) : String(value))
+
+/** A value as the error shows it: an object by its own fields (`NaN` stays `NaN`, as JSON would not keep it). */
+const shown = (value: unknown) =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+    ? `{ ${Object.entries(value)
+        .map(([key, field]) => `${key}: ${shownValue(field)}`)
+        .join(", ")} }`
+    : Array.isArray(value)
+      ? `[${value.map(shownValue).join(", ")}]`
+      : shownValue(value)
+
+/** Whether `tier` is a plain `{ running?, waiting? }` object, with no other field (a typo would drop a limit). */
+const isTier = (tier: unknown): tier is QueueManagerTier =>
+  typeof tier === "object" &&
+  tier !== null &&
+  Object.getPrototypeOf(tier) === Object.prototype &&
+  Object.keys(tier).every((key) => key === "running" || key === "waiting")
 
 /**
  * The limits of a user under a default `maxUserQueue`: those `userLimit` returns (a number is
@@ -46,7 +57,7 @@ export const makeTierOf = (
     const tier = userLimit(userId, maxUserQueue)
     if (isLimit(tier))
       return tier === maxUserQueue ? defaultTier(maxUserQueue) : { limit: tier, maxWaiting: maxWaitingPerUser }
-    if (typeof tier !== "object" || tier === null) {
+    if (!isTier(tier)) {
       throw invalid(userId, tier, "must be a whole number >= 0 (0 = no limit) or { running, waiting } of such numbers")
     }
     const { running = maxUserQueue, waiting = maxWaitingPerUser } = tier

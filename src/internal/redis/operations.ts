@@ -9,6 +9,11 @@ import type { GiveBacks } from "./renewal.js"
 import { encodeUser, type Session, STALE_RETRIES } from "./session.js"
 import { RedisTicket, type TicketRegistry } from "./tickets.js"
 
+/** A user's limits computed under the default `dq`. */
+interface TierUnder extends Tier {
+  readonly dq: number
+}
+
 /** An acquisition sent to Redis. */
 interface Sent {
   readonly id: string
@@ -39,8 +44,14 @@ export class Operations {
    * anything is counted: a tier function that throws changes nothing.
    */
   acquire(userId: UserId, bypass: boolean, wait: boolean, raw: boolean): Effect.Effect<Outcome, StoreUnavailable> {
-    const tier = this.config.tierOf(userId, this.session.limits.maxUserQueue)
+    const tier = this.tierNow(userId)
     return this.activity.track(this.sendUntilCurrent(userId, bypass, wait, raw, tier, 0))
+  }
+
+  /** `userId`'s limits under the default in force as last heard, with that default (Redis checks it is still the one). */
+  private tierNow(userId: UserId): TierUnder {
+    const dq = this.session.limits.maxUserQueue
+    return { ...this.config.tierOf(userId, dq), dq }
   }
 
   /**
@@ -121,7 +132,7 @@ export class Operations {
     bypass: boolean,
     wait: boolean,
     raw: boolean,
-    tier: Tier,
+    tier: TierUnder,
     tries: number
   ): Effect.Effect<Outcome, StoreUnavailable> {
     return Effect.flatMap(this.send(userId, bypass, wait, raw, tier), (outcome) => {
@@ -129,16 +140,7 @@ export class Operations {
       if (tries >= STALE_RETRIES) {
         return Effect.fail(new StoreUnavailable({ operation: "acquire", reason: "the default limit kept changing" }))
       }
-      return Effect.suspend(() =>
-        this.sendUntilCurrent(
-          userId,
-          bypass,
-          wait,
-          raw,
-          this.config.tierOf(userId, this.session.limits.maxUserQueue),
-          tries + 1
-        )
-      )
+      return Effect.suspend(() => this.sendUntilCurrent(userId, bypass, wait, raw, this.tierNow(userId), tries + 1))
     })
   }
 
@@ -151,14 +153,13 @@ export class Operations {
     bypass: boolean,
     wait: boolean,
     raw: boolean,
-    tier: Tier
+    tier: TierUnder
   ): Effect.Effect<Outcome | "stale", StoreUnavailable> {
     return Effect.async((resume) => {
       const sent: Sent = { id: this.session.nextId(userId), userId, sentAt: performance.now(), raw }
       if (wait) this.tickets.expect(sent.id)
       const flags = (bypass ? 1 : 0) + (wait ? 2 : 0)
-      const dq = this.session.limits.maxUserQueue
-      const args = ["a", encodeUser(userId), tier.limit, flags, sent.id, dq, tier.maxWaiting]
+      const args = ["a", encodeUser(userId), tier.limit, flags, sent.id, tier.dq, tier.maxWaiting]
       this.session.batch(args, (ok, value) => {
         const early = this.tickets.answered(sent.id)
         resume(ok ? this.outcome(sent, value as ReadonlyArray<unknown>, early) : this.failed(sent, value))
