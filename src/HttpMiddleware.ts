@@ -20,12 +20,15 @@ import { Headers, HttpServerRequest, HttpServerResponse } from "@effect/platform
 import { Effect, Option } from "effect"
 import type { Scope } from "effect"
 import { holdUntilSent } from "./internal/httpSlot.js"
+import { announceRemaining, checkRetryAfter, refusalHeaders } from "./internal/rateLimitHeaders.js"
 import { badOption, checkFunction, checkRule, decide } from "./internal/userKey.js"
 import type { MissingKeyRule, MissingUserKey, SlotRefusal } from "./internal/userKey.js"
+import type { RetryAfter } from "./internal/rateLimitHeaders.js"
 import { QueueManager } from "./index.js"
 
 export { MissingUserKey } from "./internal/userKey.js"
 export type { MissingKeyRule } from "./internal/userKey.js"
+export type { RetryAfter } from "./internal/rateLimitHeaders.js"
 
 /**
  * Why a request was refused: the core's refusals of a slot (`QueueFull`, `QueueShutdown`,
@@ -66,6 +69,20 @@ export interface Options<E = never, R = never> {
         request: HttpServerRequest.HttpServerRequest
       ) => HttpServerResponse.HttpServerResponse | Effect.Effect<HttpServerResponse.HttpServerResponse>)
     | undefined
+  /**
+   * `Retry-After` on the answer to a refused request (429 or 503, not a 400), in whole seconds:
+   * default `1`; a number for every refusal; a function choosing per refusal (`undefined`: no
+   * header); `false`: never. A response from `onRefused` that has its own is left as it is.
+   */
+  readonly retryAfter?: RetryAfter | undefined
+  /**
+   * Adds the IETF `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers)
+   * for the concurrency limit: `"user"` (or `"global"`, `maxTotal`) with its quota `q` and
+   * `qu="concurrent-requests"`, and `r`, how many more requests the user may have in flight
+   * now (`0` on a 429). On a served request this reads the user's status once more (a round trip
+   * on Redis). Default `false`.
+   */
+  readonly rateLimitHeaders?: boolean | undefined
 }
 
 const statusOf: { readonly [K in Refusal["_tag"]]: number } = {
@@ -118,7 +135,8 @@ const module = "effect-queue-manager/HttpMiddleware"
 /**
  * The middleware: runs the app or handler it wraps inside a slot of the request's user and
  * holds the slot until the response has been written (also a streaming body), or until the
- * client disconnects; answers a refused request with `onRefused` without running it.
+ * client disconnects; answers a refused request with `onRefused` (adding `Retry-After`, see
+ * `retryAfter`) without running it.
  *
  * Apply it to a single route handler, to a router (`HttpRouter.use`) or to the whole server
  * (`HttpServer.serve(middleware)`); it needs the `QueueManager` service. Throws an
@@ -139,6 +157,9 @@ export const make = <KE = never, KR = never>(options: Options<KE, KR>) => {
   checkFunction(module, "onRefused", options.onRefused)
   const rule = checkRule(module, options.onMissingKey) ?? "reject"
   const onRefused = options.onRefused ?? defaultResponse
+  const retryAfter = checkRetryAfter(module, options.retryAfter)
+  const rateLimit = options.rateLimitHeaders ?? false
+  if (typeof rateLimit !== "boolean") badOption(module, "rateLimitHeaders", "a boolean", rateLimit)
   return <A, E, R>(
     self: Effect.Effect<A, E, R>
   ): Effect.Effect<
@@ -154,7 +175,9 @@ export const make = <KE = never, KR = never>(options: Options<KE, KR>) => {
       if (decision._tag === "Pass") return yield* self
       const respond = (refusal: Refusal) => {
         const response = onRefused(refusal, request)
-        const answer = Effect.isEffect(response) ? response : Effect.succeed(response)
+        const answer = Effect.map(Effect.isEffect(response) ? response : Effect.succeed(response), (response) =>
+          refusalHeaders(response, refusal, retryAfter, rateLimit)
+        )
         // the client is told little about a failing store: the logs get all of it
         return refusal._tag === "StoreUnavailable"
           ? Effect.zipRight(Effect.logWarning("request refused: the queue store is unavailable", refusal), answer)
@@ -162,6 +185,8 @@ export const make = <KE = never, KR = never>(options: Options<KE, KR>) => {
       }
       if (decision._tag === "Refuse") return yield* respond(decision.error)
       const queue = yield* QueueManager.QueueManager
-      return yield* holdUntilSent(queue.slot(decision.userId, options.slotOptions), respond, request.source, self)
+      const slot = queue.slot(decision.userId, options.slotOptions)
+      const acquire = rateLimit ? Effect.zipRight(slot, announceRemaining(queue, decision.userId)) : slot
+      return yield* holdUntilSent(acquire, respond, request.source, self)
     })
 }

@@ -50,7 +50,12 @@ const headersOf = (userId: string | undefined): Record<string, string> =>
 const get = (url: string, userId?: string) =>
   Effect.promise(async () => {
     const response = await fetch(url, { headers: headersOf(userId) })
-    return { status: response.status, type: response.headers.get("content-type"), body: await response.text() }
+    return {
+      status: response.status,
+      type: response.headers.get("content-type"),
+      headers: Object.fromEntries(response.headers),
+      body: await response.text()
+    }
   })
 
 /** Sends a request as `userId` and waits until it is inside the handler; gives the fiber of its answer. */
@@ -98,6 +103,8 @@ describe("HttpMiddleware over a real Node server", () => {
 
       const refused = yield* get(url, "alice")
       expect(refused.status).toBe(429)
+      expect(refused.headers["retry-after"]).toBe("1")
+      expect(refused.headers["ratelimit"]).toBeUndefined() // the IETF fields are opt-in
       expect(refused.type).toMatch(/^application\/json/)
       expect(JSON.parse(refused.body)).toEqual({
         error: "QueueFull",
@@ -207,6 +214,7 @@ describe("HttpMiddleware over a real Node server", () => {
 
         const missing = yield* get(url)
         expect(missing.status).toBe(400)
+        expect(missing.headers["retry-after"]).toBeUndefined() // trying again will not help
         expect(JSON.parse(missing.body)).toEqual({
           error: "MissingUserKey",
           detail: "no key given",
@@ -325,6 +333,7 @@ describe("HttpMiddleware over a real Node server", () => {
 
       const refused = yield* get(url, "alice")
       expect(refused.status).toBe(503)
+      expect(refused.headers["retry-after"]).toBe("1")
       expect(JSON.parse(refused.body)).toEqual({
         error: "QueueShutdown",
         userId: "alice",
@@ -333,6 +342,94 @@ describe("HttpMiddleware over a real Node server", () => {
       expect(yield* Queue.size(entered)).toBe(0)
     }).pipe(provide(1))
   )
+
+  describe("headers telling a client when to come back", () => {
+    const full = (middleware: Middleware) =>
+      Effect.gen(function* () {
+        const entered = yield* Queue.unbounded<string>()
+        const gate = yield* makeGate
+        const { url } = yield* serve(gatedHandler(entered, gate), middleware)
+        const first = yield* insideHandler(url, entered, "alice")
+        return { url, finish: openAndFinish(gate, first) }
+      })
+
+    it.scopedLive("retryAfter sets the seconds for every refusal, per refusal, or not at all", () =>
+      Effect.gen(function* () {
+        const userKey = QueueHttp.fromHeader("x-user-id")
+        const seconds = yield* full(QueueHttp.make({ userKey, retryAfter: 7 }))
+        expect((yield* get(seconds.url, "alice")).headers["retry-after"]).toBe("7")
+        yield* seconds.finish
+        const perRefusal = yield* full(
+          QueueHttp.make({ userKey, retryAfter: (refusal) => (refusal._tag === "QueueFull" ? refusal.limit * 2 : 30) })
+        )
+        expect((yield* get(perRefusal.url, "alice")).headers["retry-after"]).toBe("2")
+        yield* perRefusal.finish
+        const never = yield* full(QueueHttp.make({ userKey, retryAfter: false }))
+        const refused = yield* get(never.url, "alice")
+        expect([refused.status, refused.headers["retry-after"]]).toEqual([429, undefined])
+        yield* never.finish
+      }).pipe(provide(1))
+    )
+
+    it.scopedLive("a custom refusal response keeps its own Retry-After", () =>
+      Effect.gen(function* () {
+        const { url, finish } = yield* full(
+          QueueHttp.make({
+            userKey: QueueHttp.fromHeader("x-user-id"),
+            onRefused: () => HttpServerResponse.text("later", { status: 429, headers: { "retry-after": "120" } })
+          })
+        )
+        expect(yield* get(url, "alice")).toMatchObject({
+          status: 429,
+          body: "later",
+          headers: { "retry-after": "120" }
+        })
+        yield* finish
+      }).pipe(provide(1))
+    )
+
+    it.scopedLive("rateLimitHeaders: each answer tells the user's quota and what remains, 0 on a 429", () =>
+      Effect.gen(function* () {
+        const entered = yield* Queue.unbounded<string>()
+        const gate = yield* makeGate
+        const middleware = QueueHttp.make({ userKey: QueueHttp.fromHeader("x-user-id"), rateLimitHeaders: true })
+        const { url } = yield* serve(gatedHandler(entered, gate), middleware)
+        const held = yield* insideHandler(url, entered, "alice")
+        // bob's request, served (the gate open): bob holds one of his two, one remains
+        yield* Deferred.succeed(gate, undefined)
+        const served = yield* get(url, "bob")
+        expect(served.headers["ratelimit-policy"]).toBe('"user";q=2;qu="concurrent-requests"')
+        expect(served.headers["ratelimit"]).toBe('"user";r=1')
+        expect((yield* Fiber.join(held)).status).toBe(200)
+        yield* allReleased
+      }).pipe(provide(2))
+    )
+
+    it.scopedLive("rateLimitHeaders on refusals: the user's limit, or maxTotal's", () =>
+      Effect.gen(function* () {
+        const entered = yield* Queue.unbounded<string>()
+        const gate = yield* makeGate
+        const middleware = QueueHttp.make({ userKey: QueueHttp.fromHeader("x-user-id"), rateLimitHeaders: true })
+        const { url } = yield* serve(gatedHandler(entered, gate), middleware)
+        const first = yield* insideHandler(url, entered, "alice")
+        const second = yield* insideHandler(url, entered, "bob")
+        const user = yield* get(url, "alice")
+        expect([user.status, user.headers["ratelimit-policy"], user.headers["ratelimit"]]).toEqual([
+          429,
+          '"user";q=1;qu="concurrent-requests"',
+          '"user";r=0'
+        ])
+        const global = yield* get(url, "carol")
+        expect([global.status, global.headers["ratelimit-policy"], global.headers["ratelimit"]]).toEqual([
+          429,
+          '"global";q=2;qu="concurrent-requests"',
+          '"global";r=0'
+        ])
+        yield* openAndFinish(gate, first)
+        expect((yield* Fiber.join(second)).status).toBe(200)
+      }).pipe(Effect.provide(QueueManager.layer({ maxUserQueue: 1, maxTotal: 2 })))
+    )
+  })
 
   it("rejects invalid options, naming the option and the value", () => {
     const make = QueueHttp.make as (options: unknown) => unknown
@@ -345,6 +442,13 @@ describe("HttpMiddleware over a real Node server", () => {
     )
     expect(() => make({ userKey: () => 1, onMissingKey: { shared: "" } })).toThrow('got {"shared":""}')
     expect(() => make({ userKey: () => 1, onRefused: 429 })).toThrow("onRefused must be a function, got 429")
+    expect(() => make({ userKey: () => 1, retryAfter: -1 })).toThrow(
+      "retryAfter must be whole seconds >= 0, a function of the refusal, or false, got -1"
+    )
+    expect(() => make({ userKey: () => 1, retryAfter: true })).toThrow("retryAfter must be whole seconds")
+    expect(() => make({ userKey: () => 1, rateLimitHeaders: "yes" })).toThrow(
+      'rateLimitHeaders must be a boolean, got "yes"'
+    )
   })
 })
 
