@@ -23,7 +23,7 @@
  * @since 0.1.0
  */
 import { Cause, Effect, Exit, ManagedRuntime, Option, Runtime } from "effect"
-import type { Context, MiddlewareFn } from "grammy"
+import type { Context, MiddlewareFn, NextFunction } from "grammy"
 import { badOption, checkFunction, checkRule, decide } from "./internal/userKey.js"
 import type { MissingKeyRule, MissingUserKey, SlotRefusal } from "./internal/userKey.js"
 import { QueueManager } from "./index.js"
@@ -64,6 +64,18 @@ export interface Options<C extends Context = Context> {
    * without a chat (inline queries, chosen inline results) are never answered.
    */
   readonly replyWhen?: ((ctx: C) => boolean) | undefined
+  /**
+   * After a refusal reply in a chat, how long (milliseconds) further refusals in that chat get
+   * none: a burst of refused links gets one reply, not one each, which would queue behind the
+   * bot's real answers under Telegram's rate limits. Default 5000; 0 replies to every refusal.
+   */
+  readonly replyCooldown?: number | undefined
+  /**
+   * What a refused update does instead, in the shape of grammY plugins' hooks (ratelimiter's
+   * `onLimitExceeded`): `next()` would run the rest of the chain without a slot. Default: the
+   * reply above (`replyText`, `replyWhen`, `replyCooldown`). Its errors reach grammY.
+   */
+  readonly onRefused?: ((ctx: C, refusal: Refusal, next: NextFunction) => unknown) | undefined
 }
 
 /**
@@ -122,7 +134,8 @@ type Failure = Refusal | QueueManager.LeaseLost
  * The middleware, running on an Effect runtime the bot already has — a `ManagedRuntime`
  * or a `Runtime` — that provides the `QueueManager`. The rest of the chain (`next()`) runs
  * inside the update's slot, released when it settles however it settles; its errors reach
- * grammY unchanged. A refused update does not call `next()`. With the Redis store, a slot
+ * grammY unchanged. A refused update goes to `onRefused` (by default a reply, one per chat per
+ * `replyCooldown`), not to `next()`. With the Redis store, a slot
  * whose lease is lost while the chain runs stays counted until the chain settles, and the
  * middleware then throws `LeaseLost`. Throws an `IllegalArgumentException` naming the option
  * and the value when an option is invalid.
@@ -143,7 +156,13 @@ export const middleware = <C extends Context = Context>(
   options: Options<C> = {}
 ): MiddlewareFn<C> => {
   if (typeof options !== "object" || options === null) badOption(module, "options", "an object", options)
-  for (const name of ["key", "bypass", "replyText", "replyWhen"] as const) checkFunction(module, name, options[name])
+  for (const name of ["key", "bypass", "replyText", "replyWhen", "onRefused"] as const) {
+    checkFunction(module, name, options[name])
+  }
+  const cooldown = options.replyCooldown ?? 5000
+  if (!Number.isSafeInteger(cooldown) || cooldown < 0) {
+    badOption(module, "replyCooldown", "whole milliseconds >= 0", options.replyCooldown)
+  }
   const rule = checkRule(module, options.onMissingKey) ?? "allow"
   const run: (effect: Effect.Effect<void, Failure, QueueManager.QueueManager>) => Promise<Exit.Exit<void, Failure>> =
     ManagedRuntime.isManagedRuntime(runtime)
@@ -154,6 +173,15 @@ export const middleware = <C extends Context = Context>(
         : badOption(module, "runtime", "a Runtime or a ManagedRuntime", runtime)
   const { key = defaultKey, bypass = isInline, replyText = defaultReplyText, replyWhen = isPrivateChat } = options
   const alwaysBypass = options.slotOptions?.bypassUserLimit === true
+  const replied = makeCooldown(cooldown)
+  const onRefused =
+    options.onRefused ??
+    (async (ctx: C, refusal: Refusal) => {
+      // an update without a chat (an inline query) has nowhere to be answered
+      if (ctx.chat !== undefined && replyWhen(ctx) && replied.take(ctx.chat.id)) {
+        await ctx.reply(replyText(refusal, ctx))
+      }
+    })
 
   return async (ctx, next) => {
     const decision = decide(rule, key(ctx))
@@ -174,8 +202,30 @@ export const middleware = <C extends Context = Context>(
     // a defect is an error of the rest of the chain (or an interruption), and a lost lease (Redis)
     // comes after the handling started: grammY gets them as they were
     if (Option.isNone(refusal) || refusal.value._tag === "LeaseLost") throw Cause.squash(exit.cause)
-    // an update without a chat (an inline query) has nowhere to be answered
-    if (ctx.chat !== undefined && replyWhen(ctx)) await ctx.reply(replyText(refusal.value, ctx))
+    await onRefused(ctx, refusal.value, next)
+  }
+}
+
+/**
+ * Which chats may get a refusal reply now: one per chat per `millis`. Entries of chats whose
+ * cooldown ended are swept out as the map grows, so it holds about the chats refused lately.
+ */
+const makeCooldown = (millis: number) => {
+  const until = new Map<number, number>()
+  let sweepAt = 1024
+  return {
+    /** Whether `chatId` may be replied to now; if so, it may not again for `millis`. */
+    take: (chatId: number): boolean => {
+      if (millis === 0) return true
+      const now = performance.now()
+      if ((until.get(chatId) ?? 0) > now) return false
+      until.set(chatId, now + millis)
+      if (until.size >= sweepAt) {
+        for (const [chat, end] of until) if (end <= now) until.delete(chat)
+        sweepAt = Math.max(1024, 2 * until.size)
+      }
+      return true
+    }
   }
 }
 

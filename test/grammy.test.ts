@@ -345,6 +345,64 @@ describe("grammY middleware", () => {
     })
   )
 
+  it.scopedLive("a burst of refusals in a chat gets one reply per cooldown; replyCooldown: 0 answers each", () =>
+    Effect.gen(function* () {
+      const refuseFour = (h: Harness) =>
+        Effect.forEach([1, 2, 3, 4], () =>
+          refused(
+            h,
+            Effect.promise(() => handle(h.bot, privateMessage(7)))
+          )
+        )
+      const quiet = yield* setup({ replyCooldown: 300 })
+      const held = yield* enter(quiet, [privateMessage(7), privateMessage(7)])
+      yield* refuseFour(quiet)
+      expect(quiet.api.callsOf("sendMessage").map((c) => c.payload)).toEqual([{ chat_id: 7, text: seedReply(2) }])
+      yield* Effect.sleep("350 millis") // the cooldown is over: the next refusal is answered again
+      yield* refuseFour(quiet)
+      expect(quiet.api.callsOf("sendMessage")).toHaveLength(2)
+      quiet.openGate()
+      yield* Effect.promise(() => Promise.all(held.handled))
+
+      const chatty = yield* setup({ replyCooldown: 0 })
+      const again = yield* enter(chatty, [privateMessage(9), privateMessage(9)])
+      yield* Effect.forEach([1, 2, 3], () =>
+        refused(
+          chatty,
+          Effect.promise(() => handle(chatty.bot, privateMessage(9)))
+        )
+      )
+      expect(chatty.api.callsOf("sendMessage")).toHaveLength(3)
+      chatty.openGate()
+      yield* Effect.promise(() => Promise.all(again.handled))
+    })
+  )
+
+  it.scopedLive("onRefused replaces the reply: it gets the update, the refusal and next", () =>
+    Effect.gen(function* () {
+      const seen: Array<string> = []
+      const h = yield* setup({
+        onRefused: (ctx, refusal, next) => {
+          seen.push(`${ctx.chat?.id} ${refusal._tag}`)
+          // chat 8 is let through without a slot; chat 7 is dropped silently
+          return ctx.chat?.id === 8 ? next() : undefined
+        }
+      })
+      const held = yield* enter(h, [privateMessage(7), privateMessage(7), privateMessage(8), privateMessage(8)])
+      yield* refused(
+        h,
+        Effect.promise(() => handle(h.bot, privateMessage(7)))
+      )
+      const through = yield* enter(h, [privateMessage(8)])
+      expect(through.who).toEqual([8])
+      expect(seen).toEqual(["7 QueueFull", "8 QueueFull"])
+      expect(h.api.callsOf("sendMessage")).toHaveLength(0)
+      expect(yield* h.counts).toEqual({ 7: 2, 8: 2 })
+      h.openGate()
+      yield* Effect.promise(() => Promise.all([...held.handled, ...through.handled]))
+    })
+  )
+
   it("rejects invalid options, naming the option and the value", () => {
     const runtime = ManagedRuntime.make(layer)
     const make = QueueGrammy.middleware as (runtime: unknown, options?: unknown) => unknown
@@ -352,6 +410,8 @@ describe("grammY middleware", () => {
       'effect-queue-manager/Grammy: key must be a function, got "chat"'
     )
     expect(() => make(runtime, { replyWhen: true })).toThrow("replyWhen must be a function, got true")
+    expect(() => make(runtime, { onRefused: "reply" })).toThrow('onRefused must be a function, got "reply"')
+    expect(() => make(runtime, { replyCooldown: -5 })).toThrow("replyCooldown must be whole milliseconds >= 0, got -5")
     expect(() => make(runtime, { onMissingKey: { shared: 1.5 } })).toThrow('got {"shared":1.5}')
     expect(() => make({}, {})).toThrow("runtime must be a Runtime or a ManagedRuntime, got {}")
     expect(() => make(runtime, null)).toThrow("options must be an object, got null")
