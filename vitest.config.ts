@@ -10,6 +10,7 @@ const contract = [
   "limits",
   "status",
   "sequentialChats",
+  "promise",
   "shutdown",
   "observability",
   "fencing"

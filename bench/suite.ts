@@ -3,6 +3,7 @@ import { handoff } from "./handoff.js"
 import { hitPath } from "./hitPath.js"
 import { lines } from "./lines.js"
 import { memory } from "./memory.js"
+import { promiseFace } from "./promiseFace.js"
 import type { Benchmark } from "./report.js"
 import { scale } from "./scale.js"
 import { redisCycles } from "./redisCycles.js"
@@ -20,6 +21,7 @@ export const suite: ReadonlyArray<Benchmark> = [
   fairness,
   handoff,
   lines,
+  promiseFace,
   redisCycles,
   redisRoundTrips,
   redisHandoff,

@@ -22,8 +22,9 @@
  * ```
  * @since 0.1.0
  */
-import { Cause, Effect, Exit, ManagedRuntime, Option, Runtime } from "effect"
+import { Cause, Effect, Exit, Option } from "effect"
 import type { Context, MiddlewareFn, NextFunction } from "grammy"
+import { makeRunner, type QueueRuntime } from "./internal/runner.js"
 import { badOption, checkFunction, checkRule, decide } from "./internal/userKey.js"
 import type { MissingKeyRule, MissingUserKey, SlotRefusal } from "./internal/userKey.js"
 import { QueueManager } from "./index.js"
@@ -150,9 +151,7 @@ type Failure = Refusal | QueueManager.LeaseLost
  * @since 0.1.0
  */
 export const middleware = <C extends Context = Context>(
-  runtime:
-    | Runtime.Runtime<QueueManager.QueueManager>
-    | ManagedRuntime.ManagedRuntime<QueueManager.QueueManager, unknown>,
+  runtime: QueueRuntime,
   options: Options<C> = {}
 ): MiddlewareFn<C> => {
   if (typeof options !== "object" || options === null) badOption(module, "options", "an object", options)
@@ -164,13 +163,8 @@ export const middleware = <C extends Context = Context>(
     badOption(module, "replyCooldown", "whole milliseconds >= 0", options.replyCooldown)
   }
   const rule = checkRule(module, options.onMissingKey) ?? "allow"
-  const run: (effect: Effect.Effect<void, Failure, QueueManager.QueueManager>) => Promise<Exit.Exit<void, Failure>> =
-    ManagedRuntime.isManagedRuntime(runtime)
-      ? // a layer that fails to build rejects here, and grammY gets that error
-        (effect) => runtime.runtime().then((built) => Runtime.runPromiseExit(built)(effect))
-      : typeof runtime === "object" && runtime !== null && "context" in runtime && "fiberRefs" in runtime
-        ? Runtime.runPromiseExit(runtime)
-        : badOption(module, "runtime", "a Runtime or a ManagedRuntime", runtime)
+  // a layer that fails to build rejects every update's handling, and grammY gets that error
+  const run = makeRunner(module, runtime)
   const { key = defaultKey, bypass = isInline, replyText = defaultReplyText, replyWhen = isPrivateChat } = options
   const alwaysBypass = options.slotOptions?.bypassUserLimit === true
   const replied = makeCooldown(cooldown)

@@ -22,7 +22,9 @@ import { Config, Context, Effect, Layer } from "effect"
 import type { ConfigError, HashMap, Option, Scope } from "effect"
 import { limitFromEnv } from "./internal/config.js"
 import type { LeaseLost, QueueFull, QueueShutdown, StoreUnavailable } from "./internal/errors.js"
+import * as promiseFace from "./internal/promiseFace.js"
 import * as internal from "./internal/queueManager.js"
+import type { QueueRuntime } from "./internal/runner.js"
 import * as Store from "./internal/store.js"
 
 export { LeaseLost, QueueFull, QueueShutdown, RefusalReason, StoreUnavailable } from "./internal/errors.js"
@@ -264,6 +266,31 @@ export interface Service {
 }
 
 /**
+ * The manager for code that is not Effect (an express handler, a plain grammY bot): every
+ * operation returns a `Promise`, which rejects with the library's own errors as they are
+ * (`instanceof QueueFull` holds), or with the work's own rejection.
+ *
+ * @since 0.3.0
+ */
+export interface PromiseQueue {
+  /**
+   * Runs `work` inside a slot of `userId` and resolves with its result; refused, rejects with
+   * `QueueFull` / `QueueShutdown` (or `StoreUnavailable`) without running it. A promise cannot
+   * be stopped: on the Redis store a slot lost while `work` runs stays counted until it
+   * settles, then the call rejects with `LeaseLost`.
+   */
+  readonly withSlot: <A>(userId: UserId, work: (slot: Slot) => A | PromiseLike<A>, options?: SlotOptions) => Promise<A>
+  readonly tryAcquire: (userId: UserId, options?: AcquireOptions) => Promise<boolean>
+  readonly release: (userId: UserId) => Promise<void>
+  /** The refusal a request would get now, or `undefined`; advisory, as `check`. */
+  readonly check: (userId: UserId, options?: SlotOptions) => Promise<QueueFull | QueueShutdown | undefined>
+  readonly status: (userId: UserId) => Promise<UserStatus>
+  readonly stats: () => Promise<Stats>
+  /** `shutdown`, then waits until no slot is held. */
+  readonly drain: () => Promise<void>
+}
+
+/**
  * The service tag. Provide it once (one built layer = one shared instance); provide a fresh
  * layer to start empty, e.g. in each test.
  *
@@ -325,6 +352,29 @@ export const layerWithStore = (
   options: Options
 ): Layer.Layer<QueueManager, ConfigError.ConfigError | StoreUnavailable, Store.QueueStore> =>
   Layer.scoped(QueueManager, makeWithStore(options))
+
+/**
+ * The manager of `runtime` (a `ManagedRuntime` or a `Runtime` providing the `QueueManager`) as
+ * Promises, for code that is not Effect. Calls are started in the order they are made, also
+ * while a `ManagedRuntime` is still building. Throws an `IllegalArgumentException` when
+ * `runtime` is neither.
+ *
+ * @example
+ * ```ts
+ * const runtime = ManagedRuntime.make(QueueManager.layer({ maxUserQueue: 3 }))
+ * const queue = QueueManager.toPromise(runtime)
+ * app.get("/download", async (req, res) => {
+ *   try {
+ *     res.send(await queue.withSlot(req.user.id, () => download(req.query.url)))
+ *   } catch (error) {
+ *     if (error instanceof QueueManager.QueueFull) res.status(429).send(error.message)
+ *     else throw error
+ *   }
+ * })
+ * ```
+ * @since 0.3.0
+ */
+export const toPromise = (runtime: QueueRuntime): PromiseQueue => promiseFace.toPromise(runtime, QueueManager)
 
 /**
  * A layer building one manager, on the in-memory store.

@@ -1,0 +1,51 @@
+import { Cause, Effect, Exit } from "effect"
+import type { Option } from "effect"
+import type {
+  AcquireOptions,
+  PromiseQueue,
+  QueueFull,
+  QueueManager,
+  QueueShutdown,
+  Service,
+  SlotOptions,
+  UserId
+} from "../QueueManager.js"
+import { makeRunner, type QueueRuntime } from "./runner.js"
+
+const module = "effect-queue-manager/QueueManager.toPromise"
+
+/** The value of `exit`, or what it failed with as it was: the library's own error, the work's rejection. */
+const settle = <A, E>(exit: Exit.Exit<A, E>): A => {
+  if (Exit.isSuccess(exit)) return exit.value
+  throw Cause.squash(exit.cause)
+}
+
+/** The manager `tag` finds in `runtime`, for code that is not Effect: see `QueueManager.toPromise`. */
+export const toPromise = (runtime: QueueRuntime, tag: Effect.Effect<Service, never, QueueManager>): PromiseQueue => {
+  const run = makeRunner(module, runtime)
+  const withQueue = <A, E>(f: (queue: Service) => Effect.Effect<A, E>) => run(Effect.flatMap(tag, f)).then(settle)
+  return {
+    withSlot: (userId: UserId, work, options?: SlotOptions) =>
+      withQueue((queue) =>
+        queue.withSlot(
+          userId,
+          options
+        )((slot) =>
+          // a promise cannot be stopped: the slot stays held until it settles (a lost lease, on
+          // Redis, rejects with LeaseLost once it has)
+          Effect.uninterruptible(Effect.promise(async () => work(slot)))
+        )
+      ),
+    tryAcquire: (userId: UserId, options?: AcquireOptions) => withQueue((queue) => queue.tryAcquire(userId, options)),
+    release: (userId: UserId) => withQueue((queue) => queue.release(userId)),
+    check: (userId: UserId, options?: SlotOptions) =>
+      withQueue((queue) =>
+        Effect.map(queue.check(userId, options), (refusal: Option.Option<QueueFull | QueueShutdown>) =>
+          refusal._tag === "Some" ? refusal.value : undefined
+        )
+      ),
+    status: (userId: UserId) => withQueue((queue) => queue.status(userId)),
+    stats: () => withQueue((queue) => queue.stats),
+    drain: () => withQueue((queue) => queue.drain)
+  }
+}
