@@ -16,6 +16,7 @@ import {
   warningLog,
   withRedis
 } from "./helpers.js"
+import { freePort } from "./server.js"
 
 describe("Redis store", () => {
   it.scoped("limits are shared across processes", () =>
@@ -462,6 +463,59 @@ describe("Redis store", () => {
       expect(calls).toMatch(/cmdstat_evalsha:calls=[1-9]/)
       expect(calls).not.toMatch(/cmdstat_fcall:/)
       expect(yield* withRedis((redis) => redis.call("FUNCTION", "LIST"), port)).toEqual([])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("an ACL user without INFO or SELECT (as on some hosted Redis) starts and works", () =>
+    Effect.gen(function* () {
+      const { port } = yield* ownRedisServer()
+      yield* withRedis(
+        (redis) => redis.call("ACL", "SETUSER", "hosted", "on", ">secret", "~*", "&*", "+@all", "-info", "-select"),
+        port
+      )
+      const q = yield* RedisStore.make({ maxUserQueue: 1, redis: `redis://hosted:secret@127.0.0.1:${port}` })
+      expect(yield* q.tryAcquire(1)).toBe(true)
+      expect(yield* q.tryAcquire(1)).toBe(false)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("errors at start tell apart nothing listening, a wrong password and a missing permission", () =>
+    Effect.gen(function* () {
+      const { port } = yield* ownRedisServer()
+      yield* withRedis(
+        (redis) =>
+          Promise.all([
+            redis.call("ACL", "SETUSER", "nopubsub", "on", ">secret", "~*", "&*", "+@all", "-@pubsub"),
+            redis.call(
+              "ACL",
+              "SETUSER",
+              "noeval",
+              "on",
+              ">secret",
+              "~*",
+              "&*",
+              "+@all",
+              "-function",
+              "-evalsha",
+              "-eval"
+            )
+          ]),
+        port
+      )
+      const startError = (redis: string) =>
+        Effect.map(
+          Effect.flip(RedisStore.make({ maxUserQueue: 1, redis, timeout: "500 millis", prefix: uniquePrefix() })),
+          (error) => error.message
+        )
+      const nobody = yield* freePort
+      expect(yield* startError(`redis://127.0.0.1:${nobody}`)).toMatch(/connection refused .*ECONNREFUSED/)
+      expect(yield* startError(`redis://nopubsub:wrong@127.0.0.1:${port}`)).toMatch(/authentication failed \(WRONGPASS/)
+      // waiting needs pub/sub: the error says which permission
+      expect(yield* startError(`redis://nopubsub:secret@127.0.0.1:${port}`)).toMatch(
+        /may not SUBSCRIBE to .*onFull: "wait".*\+subscribe \+publish/
+      )
+      // neither functions nor scripts: Redis names the command refused
+      expect(yield* startError(`redis://noeval:secret@127.0.0.1:${port}`)).toMatch(/\(start\): NOPERM.*'eval/)
     }).pipe(Effect.scoped)
   )
 

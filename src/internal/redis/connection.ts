@@ -125,6 +125,22 @@ const byFunctions = async (redis: Redis, timeoutMillis: number): Promise<Run> =>
     loading === undefined ? run(script, keys, args) : loading.then(() => run(script, keys, args))
 }
 
+/** Whether Redis refused a command for want of an ACL permission. */
+export const isNoPermission = (error: unknown) => describe(error).startsWith("NOPERM")
+
+/**
+ * Why starting failed, told apart: nothing listening, a wrong user or password, a permission the
+ * ACL user lacks (Redis names the command), or a server that does not speak Redis at all.
+ */
+const startFailure = (error: string, step: string): string => {
+  if (/ECONNREFUSED/.test(error)) return `connection refused (${error}): is Redis listening there?`
+  if (/^(WRONGPASS|NOAUTH)|invalid username-password/.test(error)) {
+    return `authentication failed (${error}): check the user and password of the URL or options`
+  }
+  if (/^NOPERM/.test(error)) return `the ACL user may not run what ${step} needs (${error})`
+  return `${error} while ${step}; is it a Redis server?`
+}
+
 /** A server's version as a number: 6.2 is 602. */
 const versionOf = (info: string) => {
   const version = /redis_version:(\d+)\.(\d+)/.exec(info)
@@ -159,7 +175,7 @@ export const connect = (
       const within = makeDeadlines(timeoutMillis)
       let lastError = "no answer"
       redis.on("error", (error: unknown) => (lastError = describe(error)))
-      const fail = (reason: string) => {
+      const fail = (reason: string): void => {
         clearTimeout(timer)
         redis.disconnect()
         resume(Effect.fail(new StoreUnavailable({ operation, reason })))
@@ -172,7 +188,9 @@ export const connect = (
         () =>
           fail(
             step === "connecting"
-              ? `could not connect within ${budget} ms (${lastError})`
+              ? /ECONNREFUSED/.test(lastError)
+                ? startFailure(lastError, step)
+                : `could not connect within ${budget} ms (${lastError})`
               : `no answer within ${budget} ms while ${step}; is it a Redis server?`
           ),
         budget
@@ -182,28 +200,35 @@ export const connect = (
         .connect()
         .then(() => {
           step = "asking the server what it is (INFO)"
-          return redis.info("server")
+          // an ACL user without INFO (as on some hosted Redis): the version goes unchecked
+          return redis
+            .info("server")
+            .catch((error: unknown) => (isNoPermission(error) ? undefined : Promise.reject(error)))
         })
         .then(async (info) => {
-          const version = versionOf(info)
-          if (version === undefined) {
+          const version = info === undefined ? undefined : versionOf(info)
+          if (info !== undefined && version === undefined) {
             return fail(`the server does not look like Redis (INFO server has no redis_version)`)
           }
-          if (version < 602) {
+          if (version !== undefined && version < 602) {
             return fail(
               `Redis ${Math.floor(version / 100)}.${version % 100} is too old: the queue store needs 6.2 or later`
             )
           }
-          // ioredis selects the database on its own but only logs a refusal, and goes on in database 0
+          // ioredis selects the database on its own but only logs a refusal, and goes on in database 0;
+          // database 0 is where a connection starts (and some hosted Redis refuse SELECT altogether)
           step = `selecting database ${database}`
-          const selected = await redis.select(database).then(
-            () => undefined,
-            (error: unknown) => describe(error)
-          )
+          const selected =
+            database === 0
+              ? undefined
+              : await redis.select(database).then(
+                  () => undefined,
+                  (error: unknown) => describe(error)
+                )
           if (selected !== undefined) return fail(`database ${database} cannot be selected: ${selected}`)
           step = "loading the function library"
           const run =
-            version >= 700
+            version === undefined || version >= 700
               ? await byFunctions(redis, timeoutMillis).catch((error: unknown) =>
                   error instanceof Error && error.name === "ReplyError" ? byScripts(redis) : Promise.reject(error)
                 )
@@ -211,7 +236,10 @@ export const connect = (
           clearTimeout(timer)
           resume(Effect.succeed({ redis, run: (script, keys, args) => within(run(script, keys, args)), within }))
         })
-        .catch((error: unknown) => fail(`${describe(error)}; is it a Redis server?`))
+        // a connection that failed says only that it is closed: the socket's error says why
+        .catch((error: unknown) =>
+          fail(startFailure(step === "connecting" && lastError !== "no answer" ? lastError : describe(error), step))
+        )
       return Effect.sync(() => {
         clearTimeout(timer)
         redis.disconnect()

@@ -85,7 +85,8 @@ export const makeRedisStore = (
 
     // subscribed before the first request can wait
     yield* tickets.listen(subscriber, session.channel)
-    yield* session.configure(session.limits)
+    // the first call: this process's limits become the prefix's (the last process to start sets them)
+    yield* session.configure(session.limits, "start")
 
     // a round at once after a reconnection: Redis may have restarted, and a wake-up may have been missed
     db.redis.on("ready", alarm.wake)

@@ -93,20 +93,20 @@ export class Session {
   /**
    * Sets the limits and the limits of every user with waiters (computed here, under the new
    * default, as every process computes them alike); a user who starts waiting meanwhile is
-   * named by Redis, and the call is made again with it.
+   * named by Redis, and the call is made again with it. `operation` names it in an error.
    */
-  configure(next: Limits): Effect.Effect<void, StoreUnavailable> {
+  configure(next: Limits, operation = "resize"): Effect.Effect<void, StoreUnavailable> {
     return Effect.gen(this, function* () {
-      let users = yield* this.read("resize", ["waiting"], (answer) => answer as ReadonlyArray<string>)
+      let users = yield* this.read(operation, ["waiting"], (answer) => answer as ReadonlyArray<string>)
       for (let attempt = 0; ; attempt++) {
         const args = users.flatMap((user) => [user, this.config.tierOf(decodeUser(user), next.maxUserQueue).limit])
         const answer = yield* Effect.tryPromise({
           try: () => this.call("configure", [next.maxTotal, next.maxUserQueue, ...args]),
-          catch: unavailable("resize")
+          catch: unavailable(operation)
         })
         if (answer[0] === 1) return
         if (attempt >= STALE_RETRIES) {
-          return yield* new StoreUnavailable({ operation: "resize", reason: "users kept starting to wait" })
+          return yield* new StoreUnavailable({ operation, reason: "users kept starting to wait" })
         }
         users = [...users, ...(answer.slice(1) as ReadonlyArray<string>)]
       }

@@ -2,7 +2,7 @@ import { Effect, Exit } from "effect"
 import type { UserId } from "../../QueueManager.js"
 import { type QueueShutdown, StoreUnavailable } from "../errors.js"
 import type { Grant, Ticket } from "../store.js"
-import { type Connection, unavailable } from "./connection.js"
+import { type Connection, isNoPermission, unavailable } from "./connection.js"
 import { makeWatchdog } from "./watchdog.js"
 
 type TicketEnd = Exit.Exit<Grant, QueueShutdown | StoreUnavailable>
@@ -114,7 +114,16 @@ export class TicketRegistry {
       })
       return Effect.tryPromise({
         try: () => subscriber.within(subscriber.redis.subscribe(channel)),
-        catch: unavailable("subscribe")
+        catch: (error) =>
+          isNoPermission(error)
+            ? new StoreUnavailable({
+                operation: "subscribe",
+                reason:
+                  `the ACL user may not SUBSCRIBE to ${channel}, where Redis wakes this process's waiting requests ` +
+                  `(onFull: "wait"): grant it +subscribe +publish and the channels &${channel.slice(0, channel.lastIndexOf(":") + 1)}*`,
+                cause: error
+              })
+            : unavailable("subscribe")(error)
       })
     })
   }
