@@ -131,6 +131,17 @@ const module = "effect-queue-manager/Grammy"
 /** How running an update inside a slot can fail: refused, or its slot lost while the update ran. */
 type Failure = Refusal | QueueManager.LeaseLost
 
+const refusals: ReadonlySet<unknown> = new Set<Refusal["_tag"]>([
+  "QueueFull",
+  "QueueShutdown",
+  "StoreUnavailable",
+  "MissingUserKey"
+])
+
+/** Whether a failure is a refusal (not a lost lease, nor the error of a layer that failed to build). */
+const isRefusal = (failure: unknown): failure is Refusal =>
+  typeof failure === "object" && failure !== null && refusals.has((failure as { readonly _tag?: unknown })._tag)
+
 /**
  * The middleware, running on an Effect runtime the bot already has — a `ManagedRuntime`
  * or a `Runtime` — that provides the `QueueManager`. The rest of the chain (`next()`) runs
@@ -195,7 +206,7 @@ export const middleware = <C extends Context = Context>(
     const refusal = Cause.failureOption(exit.cause)
     // a defect is an error of the rest of the chain (or an interruption), and a lost lease (Redis)
     // comes after the handling started: grammY gets them as they were
-    if (Option.isNone(refusal) || refusal.value._tag === "LeaseLost") throw Cause.squash(exit.cause)
+    if (Option.isNone(refusal) || !isRefusal(refusal.value)) throw Cause.squash(exit.cause)
     await onRefused(ctx, refusal.value, next)
   }
 }

@@ -71,8 +71,8 @@ export interface Options<E = never, R = never> {
     | undefined
   /**
    * `Retry-After` on the answer to a refused request (429 or 503, not a 400), in whole seconds:
-   * default `1`; a number for every refusal; a function choosing per refusal (`undefined`: no
-   * header); `false`: never. A response from `onRefused` that has its own is left as it is.
+   * default `1`; a number for every refusal; a function choosing per refusal (rounded up to
+   * whole seconds; `undefined`: no header); `false`: never. A response from `onRefused` that has its own is left as it is.
    */
   readonly retryAfter?: RetryAfter | undefined
   /**

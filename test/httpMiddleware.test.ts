@@ -360,7 +360,11 @@ describe("HttpMiddleware over a real Node server", () => {
         expect((yield* get(seconds.url, "alice")).headers["retry-after"]).toBe("7")
         yield* seconds.finish
         const perRefusal = yield* full(
-          QueueHttp.make({ userKey, retryAfter: (refusal) => (refusal._tag === "QueueFull" ? refusal.limit * 2 : 30) })
+          // with jitter: rounded up to whole seconds
+          QueueHttp.make({
+            userKey,
+            retryAfter: (refusal) => (refusal._tag === "QueueFull" ? refusal.limit * 1.5 : 30)
+          })
         )
         expect((yield* get(perRefusal.url, "alice")).headers["retry-after"]).toBe("2")
         yield* perRefusal.finish

@@ -2,7 +2,7 @@
  * `QueueManager.toPromise`: the manager for code that is not Effect, on the store under test.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, ManagedRuntime } from "effect"
+import { ConfigError, Effect, Layer, ManagedRuntime } from "effect"
 import { QueueManager } from "../src/index.js"
 import { managerLayer } from "./support.js"
 
@@ -114,6 +114,36 @@ describe("QueueManager.toPromise", () => {
           )
       )
       expect(afterDrain).toBeInstanceOf(QueueManager.QueueShutdown)
+    })
+  )
+
+  it.live("a layer that fails to build rejects with its own error; a disposed runtime serves nothing", () =>
+    Effect.gen(function* () {
+      const broken = QueueManager.toPromise(ManagedRuntime.make(QueueManager.layer({ maxUserQueue: -1 })))
+      const error = yield* Effect.promise(() =>
+        broken
+          .withSlot(1, () => "never")
+          .then(
+            () => undefined,
+            (e: unknown) => e
+          )
+      )
+      expect(ConfigError.isConfigError(error)).toBe(true)
+      expect(String(error)).toContain("maxUserQueue must be a whole number >= 0")
+
+      const runtime = ManagedRuntime.make(QueueManager.layer({ maxUserQueue: 1 }))
+      const queue = QueueManager.toPromise(runtime)
+      expect(yield* Effect.promise(() => queue.withSlot(1, () => "served"))).toBe("served")
+      yield* Effect.promise(() => runtime.dispose())
+      const afterDispose = yield* Effect.promise(() =>
+        queue
+          .withSlot(1, () => "never")
+          .then(
+            () => "served",
+            (e: unknown) => String(e)
+          )
+      )
+      expect(afterDispose).toContain("disposed")
     })
   )
 

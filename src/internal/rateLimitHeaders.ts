@@ -34,9 +34,11 @@ export const refusalHeaders = (
   rateLimit: boolean
 ): HttpServerResponse.HttpServerResponse => {
   if (refusal._tag === "MissingUserKey") return response
-  const seconds = typeof retryAfter === "function" ? retryAfter(refusal) : retryAfter
+  const chosen = typeof retryAfter === "function" ? retryAfter(refusal) : retryAfter
+  // a function may add jitter (1 + Math.random()): the header takes whole seconds, rounded up
+  const seconds = typeof chosen === "number" && Number.isFinite(chosen) && chosen >= 0 ? Math.ceil(chosen) : undefined
   const headers: Record<string, string> = {}
-  if (isSeconds(seconds) && response.headers["retry-after"] === undefined) headers["retry-after"] = String(seconds)
+  if (seconds !== undefined && response.headers["retry-after"] === undefined) headers["retry-after"] = String(seconds)
   if (rateLimit && refusal._tag === "QueueFull" && refusal.reason !== "waiting" && refusal.limit > 0) {
     Object.assign(headers, rateLimitFields(refusal.reason, refusal.limit, 0))
   }

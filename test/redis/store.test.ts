@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, HashMap, Layer, Option } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, HashMap, Layer, ManagedRuntime, Option } from "effect"
 import { createServer, type Server, type Socket } from "node:net"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
@@ -463,6 +463,35 @@ describe("Redis store", () => {
       expect(calls).toMatch(/cmdstat_evalsha:calls=[1-9]/)
       expect(calls).not.toMatch(/cmdstat_fcall:/)
       expect(yield* withRedis((redis) => redis.call("FUNCTION", "LIST"), port)).toEqual([])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("toPromise: a runtime disposed while work runs rejects the call with QueueShutdown once the work ends", () =>
+    Effect.gen(function* () {
+      const prefix = uniquePrefix()
+      yield* Effect.addFinalizer(() => deleteKeys(prefix))
+      const runtime = ManagedRuntime.make(RedisStore.layer({ maxUserQueue: 1, redis: redisUrl, prefix }))
+      const queue = QueueManager.toPromise(runtime)
+      let finished = false
+      const call = queue
+        .withSlot("u", async () => {
+          await new Promise((resolve) => setTimeout(resolve, 300))
+          finished = true
+          return "result"
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e
+        )
+      yield* eventually(
+        "the work runs",
+        Effect.promise(() => queue.stats()),
+        (s) => s.inFlight === 1
+      )
+      yield* Effect.promise(() => runtime.dispose())
+      const error = yield* Effect.promise(() => call)
+      expect(finished).toBe(true)
+      expect(error).toBeInstanceOf(QueueManager.QueueShutdown)
     }).pipe(Effect.scoped)
   )
 

@@ -1,6 +1,6 @@
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import { Command, Redis, type RedisOptions } from "ioredis"
+import { type Cluster, Command, Redis, type RedisOptions } from "ioredis"
 import { StoreUnavailable } from "../errors.js"
 import { evalScripts, functionNames, library, type Script } from "./lua.js"
 
@@ -17,13 +17,33 @@ export class CallFailed extends Error {
   }
 }
 
+/** An ioredis client: one server, or a cluster. */
+export type Client = Redis | Cluster
+
+/** Where Redis is: a URL, ioredis options, or a client of the caller's (which stays the caller's). */
+export type Target = string | RedisOptions | Client
+
+/**
+ * Whether `value` is an ioredis client (a `Redis` or a `Cluster`), also one from another copy
+ * of ioredis than this package's, where `instanceof` would say no.
+ */
+export const isClient = (value: unknown): value is Client =>
+  typeof value === "object" &&
+  value !== null &&
+  typeof (value as Partial<Client>).duplicate === "function" &&
+  typeof (value as Partial<Client>).sendCommand === "function"
+
+const isCluster = (client: Client): client is Cluster => (client as { readonly isCluster?: boolean }).isCluster === true
+
 /** A connection that runs the store's calls, each in one round trip. */
 export interface Connection {
-  readonly redis: Redis
+  readonly redis: Client
   /** Runs `script` on `keys` with `args`; fails with `CallFailed` unless answered within the timeout. */
   readonly run: (script: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string | number>) => Promise<unknown>
   /** Fails `answer` (a call on `redis`) with `CallFailed` if it does not come within the timeout. */
   readonly within: <A>(answer: Promise<A>) => Promise<A>
+  /** Stops listening to the client, and disconnects it unless it is the caller's. */
+  readonly release: () => void
 }
 
 const describe = (error: unknown) => (error instanceof Error ? error.message : String(error))
@@ -82,7 +102,7 @@ const makeDeadlines = (timeoutMillis: number) => {
 type Run = Connection["run"]
 
 /** Sends `command` with its arguments already flat and as strings (ioredis would flatten them again). */
-const send = (redis: Redis, command: string, head: ReadonlyArray<string>, args: ReadonlyArray<string | number>) => {
+const send = (redis: Client, command: string, head: ReadonlyArray<string>, args: ReadonlyArray<string | number>) => {
   const flat = [...head]
   for (const arg of args) flat.push(String(arg))
   const call = new Command(command, [], { replyEncoding: "utf8" })
@@ -91,7 +111,7 @@ const send = (redis: Redis, command: string, head: ReadonlyArray<string>, args: 
 }
 
 /** Runs the calls with `EVALSHA`, each script loaded on its first use (and again if Redis lost it). */
-const byScripts = (redis: Redis): Run => {
+const byScripts = (redis: Client): Run => {
   for (const [script, lua] of Object.entries(evalScripts)) redis.defineCommand(`qm_${script}`, { lua })
   const commands = redis as unknown as Record<string, (...args: ReadonlyArray<string | number>) => Promise<unknown>>
   return (script, keys, args) => commands[`qm_${script}`]!(keys.length, ...keys, ...args)
@@ -104,7 +124,7 @@ const byScripts = (redis: Redis): Run => {
  * caller has given up by then (`timeoutMillis`); calls made meanwhile wait for the library, so
  * that they go out after the earlier ones sent again, in the order they were made.
  */
-const byFunctions = async (redis: Redis, timeoutMillis: number): Promise<Run> => {
+const byFunctions = async (redis: Client, timeoutMillis: number): Promise<Run> => {
   let loading: Promise<unknown> | undefined
   const load = () =>
     (loading ??= redis.call("FUNCTION", "LOAD", "REPLACE", library).finally(() => (loading = undefined)))
@@ -147,20 +167,31 @@ const versionOf = (info: string) => {
   return version === null ? undefined : Number(version[1]) * 100 + Number(version[2])
 }
 
-/** The database a URL or ioredis options ask for (0 when none is named). */
-const databaseOf = (redis: Redis) => redis.options.db ?? 0
+/** The database a URL or ioredis options ask for (0 when none is named; a cluster has only 0). */
+const databaseOf = (redis: Client) => (isCluster(redis) ? 0 : (redis.options.db ?? 0))
+
+/** `redis` connected: connecting now if it was made lazy, or once it is ready if it is on its way. */
+const connected = (redis: Client): Promise<unknown> => {
+  if (redis.status === "wait") return redis.connect()
+  if (redis.status === "ready") return Promise.resolve()
+  return new Promise((resolve) => redis.once("ready", resolve))
+}
 
 /**
- * Opens a connection (a URL or ioredis options) and checks that the server is Redis 6.2 or
- * later and that the database asked for exists, within `timeoutMillis`; calls then fail after
- * `timeoutMillis` instead of hanging, and at once while disconnected (ioredis reconnects in the
- * background). On Redis 7 and later the calls run as a function library, unless the server
- * refuses to load it (e.g. an ACL without `FUNCTION`): then, as on 6.2, as scripts.
+ * Opens a connection (a URL or ioredis options; with a client of the caller's, that client, or
+ * with `duplicate` a duplicate of it of this store's own) and checks that the server is Redis
+ * 6.2 or later and that the database asked for exists, within `timeoutMillis`; calls then fail
+ * after `timeoutMillis` instead of hanging, and, on a connection of the store's own, at once
+ * while disconnected (ioredis reconnects in the background). On Redis 7 and later the calls run
+ * as a function library, unless the server refuses to load it (e.g. an ACL without `FUNCTION`)
+ * or it is a cluster (a library loaded on one node is not on the others): then, as on 6.2, as
+ * scripts. A client of the caller's is left open when the scope closes.
  */
 export const connect = (
-  target: string | RedisOptions,
+  target: Target,
   timeoutMillis: number,
-  operation: string
+  operation: string,
+  duplicate = false
 ): Effect.Effect<Connection, StoreUnavailable, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.async<Connection, StoreUnavailable>((resume) => {
@@ -171,13 +202,25 @@ export const connect = (
         connectTimeout: timeoutMillis,
         retryStrategy: (times) => Math.min(50 * 2 ** times, 1000)
       }
-      const redis = typeof target === "string" ? new Redis(target, settings) : new Redis({ ...target, ...settings })
+      const caller = isClient(target) && !duplicate
+      const redis: Client = isClient(target)
+        ? duplicate
+          ? target.duplicate()
+          : target
+        : typeof target === "string"
+          ? new Redis(target, settings)
+          : new Redis({ ...target, ...settings })
       const within = makeDeadlines(timeoutMillis)
       let lastError = "no answer"
-      redis.on("error", (error: unknown) => (lastError = describe(error)))
+      const onError = (error: unknown) => (lastError = describe(error))
+      redis.on("error", onError)
+      const release = () => {
+        redis.off("error", onError)
+        if (!caller) redis.disconnect()
+      }
       const fail = (reason: string): void => {
         clearTimeout(timer)
-        redis.disconnect()
+        release()
         resume(Effect.fail(new StoreUnavailable({ operation, reason })))
       }
       // starting takes up to five round trips (connect, INFO twice, SELECT, FUNCTION LOAD): each
@@ -196,8 +239,7 @@ export const connect = (
         budget
       )
       const database = databaseOf(redis)
-      redis
-        .connect()
+      connected(redis)
         .then(() => {
           step = "asking the server what it is (INFO)"
           // an ACL user without INFO (as on some hosted Redis): the version goes unchecked
@@ -228,13 +270,15 @@ export const connect = (
           if (selected !== undefined) return fail(`database ${database} cannot be selected: ${selected}`)
           step = "loading the function library"
           const run =
-            version === undefined || version >= 700
+            (version === undefined || version >= 700) && !isCluster(redis)
               ? await byFunctions(redis, timeoutMillis).catch((error: unknown) =>
                   error instanceof Error && error.name === "ReplyError" ? byScripts(redis) : Promise.reject(error)
                 )
               : byScripts(redis)
           clearTimeout(timer)
-          resume(Effect.succeed({ redis, run: (script, keys, args) => within(run(script, keys, args)), within }))
+          resume(
+            Effect.succeed({ redis, run: (script, keys, args) => within(run(script, keys, args)), within, release })
+          )
         })
         // a connection that failed says only that it is closed: the socket's error says why
         .catch((error: unknown) =>
@@ -242,15 +286,17 @@ export const connect = (
         )
       return Effect.sync(() => {
         clearTimeout(timer)
-        redis.disconnect()
+        release()
       })
     }),
-    // a Redis that does not answer (paused, cut off) is not waited for
-    ({ redis, within }) =>
-      Effect.promise(() =>
-        within(redis.quit()).then(
-          () => undefined,
-          () => redis.disconnect()
-        )
-      )
+    // a Redis that does not answer (paused, cut off) is not waited for; the caller's client stays open
+    ({ redis, within, release }) =>
+      redis === target
+        ? Effect.sync(release)
+        : Effect.promise(() =>
+            within(redis.quit()).then(
+              () => undefined,
+              () => release()
+            )
+          )
   )
