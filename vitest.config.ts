@@ -3,7 +3,7 @@ import { availableParallelism } from "node:os"
 import { defineConfig, type ViteUserConfig } from "vitest/config"
 
 /** The behavioural tests that run against every store (the Redis project runs them on Redis). */
-const contract = [
+export const contract = [
   "semantics",
   "slot",
   "waiting",
@@ -43,7 +43,11 @@ export default defineConfig(async (): Promise<ViteUserConfig> => {
       projects: [
         {
           extends: true as const,
-          test: { name: "memory", include: ["test/**/*.test.ts"], exclude: ["test/redis/**", "test/**/*.slow.test.ts"] }
+          test: {
+            name: "memory",
+            include: ["test/**/*.test.ts"],
+            exclude: ["test/redis/**", "test/cluster/**", "test/**/*.slow.test.ts"]
+          }
         },
         ...(redis
           ? [

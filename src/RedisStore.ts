@@ -14,12 +14,13 @@
  */
 import { Config, ConfigError, type Context, Duration, Effect, Either, Layer } from "effect"
 import type { Scope } from "effect"
-import type { RedisOptions } from "ioredis"
+import type { Cluster, Redis, RedisOptions } from "ioredis"
 import * as QueueManager from "./QueueManager.js"
 import { limitFromEnv } from "./internal/config.js"
 import type { StoreUnavailable } from "./internal/errors.js"
 import { withFallback } from "./internal/fallbackStore.js"
 import { makeMemoryStore } from "./internal/memoryStore.js"
+import { isClient } from "./internal/redis/connection.js"
 import { makeRedisStore } from "./internal/redis/redisStore.js"
 
 /**
@@ -28,8 +29,13 @@ import { makeRedisStore } from "./internal/redis/redisStore.js"
  * @since 0.1.0
  */
 export interface Options extends QueueManager.Options {
-  /** A `redis://` URL or ioredis options. Default `redis://127.0.0.1:6379`. */
-  readonly redis?: string | RedisOptions | undefined
+  /**
+   * Where Redis is: a `redis://` URL, ioredis options, or an ioredis client of yours, a `Redis`
+   * or a `Cluster` (Redis Cluster, cluster-mode managed Redis), which the store uses for its
+   * calls and leaves open when it closes (it opens one connection of its own, a duplicate, for
+   * the wake-ups of waiting requests). Default `redis://127.0.0.1:6379`.
+   */
+  readonly redis?: string | RedisOptions | Redis | Cluster | undefined
   /** The key prefix; managers sharing it share their limits. Default `"queue-manager"`. */
   readonly prefix?: string | undefined
   /** How long a slot survives without renewal (a crashed process's slots come back after it). Default 30 seconds. */
@@ -61,6 +67,14 @@ const urlProblem = (url: string): string | undefined => {
     ? undefined
     : `must name its database as a whole number (redis://host:port/2), got ${JSON.stringify(url)}`
 }
+
+/** What is wrong with a `redis` that is not a URL, if anything: an ioredis client, or plain ioredis options. */
+const targetProblem = (redis: unknown): string | undefined =>
+  isClient(redis) || (typeof redis === "object" && redis !== null && Object.getPrototypeOf(redis) === Object.prototype)
+    ? undefined
+    : `must be a redis:// URL, ioredis options, or an ioredis Redis or Cluster, got ${
+        typeof redis === "object" && redis !== null ? `a ${redis.constructor?.name ?? "object"}` : String(redis)
+      }`
 
 /** A string option or variable, validated by `problem`; the error names it. */
 const checked = (name: string, value: unknown, problem: (value: never) => string | undefined) => {
@@ -129,6 +143,7 @@ export const store = (
     }
     const redis = options.redis ?? "redis://127.0.0.1:6379"
     if (typeof redis === "string") yield* checked("redis", redis, urlProblem)
+    else yield* checked("redis", redis, targetProblem)
     return QueueManager.QueueStore.of({
       make: (config) =>
         Effect.map(makeRedisStore({ redis, prefix, leaseMillis, timeoutMillis }, config), (shared) =>

@@ -3,6 +3,8 @@ import { Redis } from "ioredis"
 import type { Scope } from "effect"
 import { QueueManager } from "../src/index.js"
 import * as RedisStore from "../src/RedisStore.js"
+import { keysOf } from "../src/internal/redis/lua.js"
+import { clusterClient } from "./cluster/helpers.js"
 
 /** The defect an exit died with, if it did. */
 export const defectOf = <A, E>(exit: Exit.Exit<A, E>) =>
@@ -59,8 +61,13 @@ export const enqueue = (
     return fiber
   })
 
-/** The store the contract tests run against: `QUEUE_STORE=redis` (the `redis` vitest project) or in memory. */
-export const storeUnderTest: "memory" | "redis" = process.env["QUEUE_STORE"] === "redis" ? "redis" : "memory"
+/**
+ * The store the contract tests run against: `QUEUE_STORE=redis` (the `redis` vitest project),
+ * `cluster` (`vitest.cluster.config.ts`, on the cluster whose ports `REDIS_CLUSTER_PORTS` names)
+ * or in memory.
+ */
+export const storeUnderTest: "memory" | "redis" | "cluster" =
+  process.env["QUEUE_STORE"] === "redis" ? "redis" : process.env["QUEUE_STORE"] === "cluster" ? "cluster" : "memory"
 
 /** The Redis the tests use. */
 export const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
@@ -83,6 +90,17 @@ export const deleteKeys = (prefix: string) =>
 export const managerLayer = (options: QueueManager.Options) => {
   if (storeUnderTest === "memory") return QueueManager.layer(options)
   const prefix = uniquePrefix()
+  if (storeUnderTest === "cluster") {
+    return Layer.unwrapScoped(
+      Effect.map(clusterClient, (client) =>
+        Layer.merge(
+          RedisStore.layer({ ...options, redis: client, prefix }),
+          // every key of a prefix shares its hash tag: one DEL on the master of its slot
+          Layer.scopedDiscard(Effect.addFinalizer(() => Effect.promise(() => client.del(...keysOf(prefix)))))
+        )
+      )
+    )
+  }
   return Layer.merge(
     RedisStore.layer({ ...options, redis: redisUrl, prefix }),
     Layer.scopedDiscard(Effect.addFinalizer(() => deleteKeys(prefix)))

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, HashMap, Layer, ManagedRuntime, Option } from "effect"
+import { Redis } from "ioredis"
 import { createServer, type Server, type Socket } from "node:net"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
@@ -495,6 +496,30 @@ describe("Redis store", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("a client passed in is used and left open; the store adds one connection of its own", () =>
+    Effect.gen(function* () {
+      const prefix = uniquePrefix()
+      yield* Effect.addFinalizer(() => deleteKeys(prefix))
+      const client = new Redis(redisUrl)
+      yield* Effect.addFinalizer(() => Effect.promise(() => client.quit()))
+      const before = Number(/connected_clients:(\d+)/.exec(yield* Effect.promise(() => client.info("clients")))![1])
+      yield* Effect.scoped(
+        Effect.gen(function* () {
+          const a = yield* RedisStore.make({ maxUserQueue: 1, redis: client, prefix })
+          const b = yield* RedisStore.make({ maxUserQueue: 1, redis: client, prefix })
+          expect(yield* a.tryAcquire(1)).toBe(true)
+          expect(yield* b.tryAcquire(1)).toBe(false)
+          const info = yield* Effect.promise(() => client.info("clients"))
+          // the caller's connection for the calls, one duplicate per store for the wake-ups
+          expect(Number(/connected_clients:(\d+)/.exec(info)![1])).toBe(before + 2)
+          yield* a.release(1)
+        })
+      )
+      expect(client.status).toBe("ready")
+      expect(yield* Effect.promise(() => client.ping())).toBe("PONG")
+    }).pipe(Effect.scoped)
+  )
+
   it.live("an ACL user without INFO or SELECT (as on some hosted Redis) starts and works", () =>
     Effect.gen(function* () {
       const { port } = yield* ownRedisServer()
@@ -585,7 +610,9 @@ describe("Redis store", () => {
   it.effect.each<[string, RedisStore.Options]>([
     ["prefix", { maxUserQueue: 1, prefix: "" }],
     ["leaseTime", { maxUserQueue: 1, leaseTime: "10 millis" }],
-    ["timeout", { maxUserQueue: 1, timeout: "nonsense" as never }]
+    ["timeout", { maxUserQueue: 1, timeout: "nonsense" as never }],
+    ["redis", { maxUserQueue: 1, redis: 6379 as never }],
+    ["redis", { maxUserQueue: 1, redis: new Date() as never }]
   ])("an invalid %s is a ConfigError naming it", ([name, options]) =>
     Effect.gen(function* () {
       const error = yield* Effect.scoped(RedisStore.make(options)).pipe(Effect.flip)

@@ -1,13 +1,12 @@
 import { Duration, Effect, FiberSet, HashMap } from "effect"
 import type { Scope } from "effect"
-import type { RedisOptions } from "ioredis"
 import type { UserId } from "../../QueueManager.js"
 import { QueueShutdown, StoreUnavailable } from "../errors.js"
 import type { SharedStore } from "../fallbackStore.js"
 import type { Local, StoreConfig, Ticket, Totals } from "../store.js"
 import { Activity } from "./activity.js"
 import { makeAlarm } from "./alarm.js"
-import { connect } from "./connection.js"
+import { connect, type Target } from "./connection.js"
 import { LeaseRegistry, type RedisLease } from "./leases.js"
 import { Operations } from "./operations.js"
 import { type Call, GiveBacks, renewEvery } from "./renewal.js"
@@ -16,7 +15,7 @@ import { type RedisTicket, TicketRegistry } from "./tickets.js"
 
 /** How the Redis store is reached and how long a lease lives. */
 export interface RedisStoreSettings {
-  readonly redis: string | RedisOptions
+  readonly redis: Target
   readonly prefix: string
   readonly leaseMillis: number
   readonly timeoutMillis: number
@@ -52,7 +51,8 @@ export const makeRedisStore = (
   Effect.gen(function* () {
     const { leaseMillis, timeoutMillis } = settings
     const db = yield* connect(settings.redis, timeoutMillis, "connect")
-    const subscriber = yield* connect(settings.redis, timeoutMillis, "subscribe")
+    // a connection of the store's own even when the caller gave a client: a subscribed one runs nothing else
+    const subscriber = yield* connect(settings.redis, timeoutMillis, "subscribe", true)
     // logs with this layer's logger and services
     const runInBackground = yield* FiberSet.makeRuntime<never>()
     // the renewal rounds' clock
