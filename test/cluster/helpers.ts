@@ -1,13 +1,9 @@
 import { Effect } from "effect"
 import { Cluster } from "ioredis"
-import { execFile } from "node:child_process"
-import { promisify } from "node:util"
+import { cli as askNode } from "./setup.js"
 
-const run = promisify(execFile)
-
-/** Asks `port` a question with `redis-cli`, answering its text. */
-export const cli = (port: number, ...args: ReadonlyArray<string>) =>
-  Effect.promise(() => run("redis-cli", ["-h", "127.0.0.1", "-p", String(port), ...args]).then((out) => out.stdout))
+/** Asks `port` a question with `redis-cli`: its answer's text ("" if it failed). */
+export const cli = (port: number, ...args: ReadonlyArray<string>) => Effect.promise(() => askNode(port, ...args))
 
 /** The ports of the masters of the suite's cluster (`test/cluster/setup.ts`). */
 export const clusterPorts = (): ReadonlyArray<number> => {
@@ -17,10 +13,7 @@ export const clusterPorts = (): ReadonlyArray<number> => {
 }
 
 /** An ioredis `Cluster` client of the suite's cluster, closed when the scope closes. */
-export const clusterClient = Effect.acquireRelease(
-  Effect.sync(() => new Cluster(clusterPorts().map((port) => ({ host: "127.0.0.1", port })))),
-  (client) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
-)
+export const clusterClient = Effect.suspend(() => clientOf(clusterPorts()))
 
 /** The port of the master serving `key`'s slot, as `client` (connected) knows the cluster. */
 export const masterOf = (client: Cluster, key: string) =>
@@ -28,3 +21,10 @@ export const masterOf = (client: Cluster, key: string) =>
     const slot = Number(await client.cluster("KEYSLOT", key))
     return Number(client.slots[slot]![0]!.split(":")[1])
   })
+
+/** A client of `ports` (any of the cluster's nodes), closed when the scope closes. */
+export const clientOf = (ports: ReadonlyArray<number>) =>
+  Effect.acquireRelease(
+    Effect.sync(() => new Cluster(ports.map((port) => ({ host: "127.0.0.1", port })))),
+    (client) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
+  )

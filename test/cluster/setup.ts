@@ -23,17 +23,30 @@ const freePort = () =>
 
 const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
 
-const cli = (port: number, ...args: ReadonlyArray<string>) =>
+/** Asks `port` a question with `redis-cli`: its answer's text, or "" if it failed. */
+export const cli = (port: number, ...args: ReadonlyArray<string>) =>
   run("redis-cli", ["-h", "127.0.0.1", "-p", String(port), ...args]).then(
     (out) => out.stdout,
     () => ""
   )
 
-export default async function setup(): Promise<() => Promise<void>> {
-  const dir = await mkdtemp(path.join(tmpdir(), "eqm-cluster-suite-"))
+/** A running cluster: its masters' and replicas' ports, and how to stop it. */
+export interface LocalCluster {
+  readonly masters: ReadonlyArray<number>
+  readonly replicas: ReadonlyArray<number>
+  readonly stop: () => Promise<void>
+}
+
+/**
+ * A Redis Cluster on free loopback ports: `masters` masters with `replicas` replicas each, made
+ * with `redis-cli --cluster create`, once every node says the cluster is ok. `stop` kills its
+ * servers by pid and removes their files.
+ */
+export const startCluster = async (masters: number, replicas = 0): Promise<LocalCluster> => {
+  const dir = await mkdtemp(path.join(tmpdir(), "eqm-cluster-"))
   const servers: Array<ChildProcess> = []
   const ports: Array<number> = []
-  const teardown = async () => {
+  const stop = async () => {
     await Promise.all(
       servers.map(
         (server) =>
@@ -47,10 +60,17 @@ export default async function setup(): Promise<() => Promise<void>> {
     await rm(dir, { recursive: true, force: true })
   }
   try {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < masters * (1 + replicas); i++) {
       const port = await freePort()
       const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir]
-      const cluster = ["--cluster-enabled", "yes", "--cluster-config-file", path.join(dir, `nodes-${port}.conf`)]
+      const cluster = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        path.join(dir, `nodes-${port}.conf`),
+        "--cluster-node-timeout",
+        "2000"
+      ]
       servers.push(spawn("redis-server", [...args, ...cluster], { stdio: "ignore" }))
       ports.push(port)
     }
@@ -60,7 +80,8 @@ export default async function setup(): Promise<() => Promise<void>> {
         await sleep(50)
       }
     }
-    await run("redis-cli", ["--cluster", "create", ...ports.map((port) => `127.0.0.1:${port}`), "--cluster-yes"])
+    const nodes = ports.map((port) => `127.0.0.1:${port}`)
+    await run("redis-cli", ["--cluster", "create", ...nodes, "--cluster-replicas", String(replicas), "--cluster-yes"])
     for (let attempt = 0; ; attempt++) {
       const states = await Promise.all(ports.map((port) => cli(port, "CLUSTER", "INFO")))
       if (states.every((info) => info.includes("cluster_state:ok"))) break
@@ -68,9 +89,16 @@ export default async function setup(): Promise<() => Promise<void>> {
       await sleep(100)
     }
   } catch (error) {
-    await teardown()
+    await stop()
     throw error
   }
-  process.env["REDIS_CLUSTER_PORTS"] = ports.join(",")
-  return teardown
+  // redis-cli makes the first `masters` nodes the masters
+  return { masters: ports.slice(0, masters), replicas: ports.slice(masters), stop }
+}
+
+/** The suite's cluster: three masters, their ports in `REDIS_CLUSTER_PORTS`. */
+export default async function setup(): Promise<() => Promise<void>> {
+  const cluster = await startCluster(3)
+  process.env["REDIS_CLUSTER_PORTS"] = cluster.masters.join(",")
+  return cluster.stop
 }
