@@ -10,8 +10,11 @@
  * - `TELEGRAM_API_ROOT` (optional): a Bot API server other than https://api.telegram.org, e.g.
  *   a self-hosted one.
  *
- * Stop it with Ctrl+C (exit code 0).
+ * Updates are handled concurrently by `@grammyjs/runner`. It survives a Bot API that cannot be
+ * reached (it keeps trying), and stops with Ctrl+C or SIGTERM (exit code 0) after the downloads
+ * running have finished and replied, also while the Bot API cannot be reached.
  */
+import { run } from "@grammyjs/runner"
 import { Config, Duration, Effect, ManagedRuntime } from "effect"
 import { Bot } from "grammy"
 import * as QueueGrammy from "../src/Grammy.js"
@@ -62,38 +65,78 @@ bot.on("message:text", (ctx) => ctx.reply("Send me a link to a video."))
 
 bot.catch((error) => console.error(`update ${error.ctx.update.update_id} failed:`, error.error))
 
+const sleep = (millis: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, millis)
+    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true })
+  })
+
 /**
- * Long polling that handles updates as they arrive. grammY's `bot.start()` handles one update
- * after the other, so no chat could ever have two downloads at once; in a real bot use
- * `run(bot)` from `@grammyjs/runner`, or webhooks.
+ * Reaches the Bot API (who the bot is, no webhook in the way), trying again while it cannot be
+ * reached (grammY's `init` itself retries a 5xx or a network failure) until `signal` says stop;
+ * false if it was stopped first.
  */
-const poll = async (signal: AbortSignal) => {
-  await bot.init()
-  await bot.api.deleteWebhook()
-  console.log(`@${bot.botInfo.username} is running. Press Ctrl+C to stop.`)
-  let offset = 0
-  while (!signal.aborted) {
-    // grammY types its signal with the abort-controller shim; the platform's is the same at runtime
-    const updates = await bot.api.getUpdates({ offset, timeout: 30 }, signal as never).catch((error: unknown) => {
-      if (signal.aborted) return []
-      throw error
-    })
-    for (const update of updates) {
-      offset = update.update_id + 1
-      void bot.handleUpdate(update).catch(() => {}) // bot.catch has reported it
+const reachApi = async (signal: AbortSignal) => {
+  const slow = setTimeout(() => console.error("The Bot API does not answer yet; still trying (Ctrl+C stops)."), 2000)
+  try {
+    for (let delay = 500; !signal.aborted; delay = Math.min(2 * delay, 10_000)) {
+      try {
+        // grammY types its signal with the abort-controller shim; the platform's is the same at runtime
+        await bot.init(signal as never)
+        await bot.api.deleteWebhook(undefined, signal as never)
+        return true
+      } catch (error) {
+        if (signal.aborted) break
+        console.error(`The Bot API refused to start the bot (${String(error)}); trying again in ${delay / 1000} s`)
+        await sleep(delay, signal)
+      }
     }
+    return false
+  } finally {
+    clearTimeout(slow)
   }
 }
 
-const stop = new AbortController()
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => stop.abort())
+/**
+ * Stopping (Ctrl+C, SIGTERM from a process manager): no new updates are fetched, updates that
+ * are queued for a slot are refused, and the downloads running finish and reply before the
+ * process exits (`drain`). The runner is not waited for: while the Bot API cannot be reached
+ * it may be sleeping between retries. A second signal exits at once.
+ */
+const stopping = new AbortController()
+const stop = async (runner?: ReturnType<typeof run>) => {
+  if (runner?.isRunning()) void runner.stop()
+  await runtime.runPromise(Effect.flatMap(QueueManager.QueueManager, (queue) => queue.drain))
+  await runtime.dispose()
+}
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (stopping.signal.aborted) process.exit(130)
+    stopping.abort()
+  })
+}
 
-poll(stop.signal)
-  .then(() => runtime.dispose())
-  .then(
-    () => process.exit(0),
-    (error: unknown) => {
-      console.error(String(error))
-      process.exit(1)
-    }
+const main = async () => {
+  if (!(await reachApi(stopping.signal))) return stop()
+  // updates are handled concurrently (grammY's bot.start() would handle one after the other, so
+  // no chat could ever have two downloads at once); the runner retries getUpdates on Bot API
+  // errors and network failures, and stops on 401 (a wrong token) and 409 (another instance)
+  const runner = run(bot)
+  console.log(`@${bot.botInfo.username} is running. Press Ctrl+C to stop.`)
+  const crashed = runner.task()?.then(
+    () => undefined,
+    (error: unknown) => error
   )
+  const stopped = new Promise<void>((resolve) => stopping.signal.addEventListener("abort", () => resolve()))
+  const ended = await Promise.race([crashed, stopped])
+  await stop(runner)
+  if (ended !== undefined) throw ended
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(String(error))
+    process.exit(1)
+  }
+)

@@ -21,6 +21,8 @@ export interface BotApi {
   readonly waitForCalls: (method: string, count: number) => Effect.Effect<ReadonlyArray<Call>>
   /** Queues updates for `getUpdates` (long polling). */
   readonly pushUpdates: (...updates: ReadonlyArray<Update>) => void
+  /** While down, every call (and every poll held open) is answered `502 Bad Gateway`. */
+  readonly setDown: (down: boolean) => void
 }
 
 export const botInfo: UserFromGetMe = {
@@ -52,6 +54,12 @@ export const startBotApi: Effect.Effect<BotApi, never, import("effect").Scope.Sc
   const polls = new Set<ServerResponse>()
   const notify = () => waiting.forEach((f) => f())
   let messageId = 0
+  let down = false
+
+  const badGateway = (response: ServerResponse) => {
+    response.writeHead(502, { "content-type": "application/json" })
+    response.end(JSON.stringify({ ok: false, error_code: 502, description: "Bad Gateway" }))
+  }
 
   const answer = (response: ServerResponse, result: unknown) => {
     response.writeHead(200, { "content-type": "application/json" })
@@ -81,6 +89,7 @@ export const startBotApi: Effect.Effect<BotApi, never, import("effect").Scope.Sc
       const payload = body === "" ? {} : (JSON.parse(body) as Record<string, unknown>)
       calls.push({ method, payload })
       notify()
+      if (down) return badGateway(response)
       if (method === "getMe") return answer(response, botInfo)
       if (method === "getUpdates") return getUpdates(payload, response)
       if (method !== "sendMessage") return answer(response, true)
@@ -123,6 +132,12 @@ export const startBotApi: Effect.Effect<BotApi, never, import("effect").Scope.Sc
     pushUpdates: (...pushed) => {
       updates.push(...pushed)
       notify()
+    },
+    setDown: (now) => {
+      down = now
+      if (!down) return
+      for (const response of polls) badGateway(response)
+      polls.clear()
     }
   }
 })

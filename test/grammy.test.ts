@@ -435,7 +435,8 @@ describe("the example bot (npm run example:telegram)", () => {
         BOT_TOKEN: "42:TEST",
         TELEGRAM_API_ROOT: api.apiRoot,
         MAX_USER_QUEUE_SIZE: "1",
-        DOWNLOAD_SECONDS: "600"
+        // long enough for the second link to find the slot taken; SIGTERM then waits for it
+        DOWNLOAD_SECONDS: "3"
       })
       yield* example.waitFor(/@downloader_bot is running/)
 
@@ -452,6 +453,69 @@ describe("the example bot (npm run example:telegram)", () => {
       expect(answered?.payload).toMatchObject({ results: [{ title: "Download cats" }] })
 
       example.child.kill("SIGTERM")
+      expect(yield* example.exited).toBe(0)
+    })
+  )
+
+  it.scopedLive("on SIGTERM the download running finishes and replies before the process exits", () =>
+    Effect.gen(function* () {
+      const api = yield* startBotApi
+      const example = yield* runExample("examples/telegram-bot.ts", {
+        BOT_TOKEN: "42:TEST",
+        TELEGRAM_API_ROOT: api.apiRoot,
+        DOWNLOAD_SECONDS: "1"
+      })
+      yield* example.waitFor(/@downloader_bot is running/)
+      api.pushUpdates(message({ id: 7, type: "private" }, 7, "https://example.com/long"))
+      yield* api.waitForCalls("sendMessage", 1) // "Downloading …": the download runs
+      example.child.kill("SIGTERM")
+      expect(yield* example.exited).toBe(0)
+      expect(api.callsOf("sendMessage").map((c) => c.payload.text)).toEqual([
+        "Downloading https://example.com/long …",
+        "Done: https://example.com/long (simulated)"
+      ])
+    })
+  )
+
+  it.scopedLive("survives a Bot API answering 502, and stops on Ctrl+C while it cannot be reached", () =>
+    Effect.gen(function* () {
+      const api = yield* startBotApi
+      const example = yield* runExample("examples/telegram-bot.ts", {
+        BOT_TOKEN: "42:TEST",
+        TELEGRAM_API_ROOT: api.apiRoot,
+        DOWNLOAD_SECONDS: "0"
+      })
+      yield* example.waitFor(/@downloader_bot is running/)
+      // the long poll is answered 502, and so is every call for a while: the bot keeps trying
+      api.setDown(true)
+      const polls = api.callsOf("getUpdates").length
+      yield* api.waitForCalls("getUpdates", polls + 2)
+      api.setDown(false)
+      api.pushUpdates(message({ id: 9, type: "private" }, 9, "https://example.com/after"))
+      const sent = yield* api.waitForCalls("sendMessage", 1)
+      expect(sent[0]!.payload.text).toBe("Downloading https://example.com/after …")
+      expect(example.child.exitCode).toBeNull()
+
+      // down again, for good: Ctrl+C still stops it at once
+      api.setDown(true)
+      const polled = api.callsOf("getUpdates").length
+      yield* api.waitForCalls("getUpdates", polled + 1)
+      example.child.kill("SIGINT")
+      expect(yield* example.exited).toBe(0)
+    })
+  )
+
+  it.scopedLive("started while the Bot API cannot be reached, it keeps trying, and Ctrl+C stops it", () =>
+    Effect.gen(function* () {
+      const api = yield* startBotApi
+      api.setDown(true)
+      const example = yield* runExample("examples/telegram-bot.ts", {
+        BOT_TOKEN: "42:TEST",
+        TELEGRAM_API_ROOT: api.apiRoot
+      })
+      yield* example.waitFor(/The Bot API does not answer yet; still trying/)
+      yield* api.waitForCalls("getMe", 2)
+      example.child.kill("SIGINT")
       expect(yield* example.exited).toBe(0)
     })
   )
