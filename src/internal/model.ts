@@ -148,6 +148,8 @@ export type Verdict =
 
 const shutOut: Verdict = { _tag: "Shutdown" }
 const grantIt: Verdict = { _tag: "Grant" }
+const waitFitting: Verdict = { _tag: "Wait", fitsUser: true }
+const waitHeldBack: Verdict = { _tag: "Wait", fitsUser: false }
 
 /**
  * The rules of one request, given where its user stands: after a shutdown nothing is taken; a
@@ -169,7 +171,7 @@ export const judge = (standing: Standing, request: Request): Verdict => {
   if (request.maxWaiting > 0 && waiting >= request.maxWaiting) {
     return { _tag: "Refused", reason: "waiting", active: waiting, limit: request.maxWaiting }
   }
-  return { _tag: "Wait", fitsUser }
+  return fitsUser ? waitFitting : waitHeldBack
 }
 
 /** Everything that can happen to the state. */
