@@ -26,6 +26,21 @@ const readMetrics = Effect.all({
   }))
 )
 
+/** Effect's built-in tracer, recording every span it makes in `spans`. */
+const recordingTracer = () => {
+  const spans: Array<Tracer.Span> = []
+  const builtIn = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+  const recording = Tracer.make({
+    span: (...args) => {
+      const span = builtIn.span(...args)
+      spans.push(span)
+      return span
+    },
+    context: builtIn.context
+  })
+  return { spans, recording }
+}
+
 describe("observability", () => {
   it.scoped("metrics follow slots, users, waiters, acquisitions, refusals by reason and wait time", () =>
     Effect.gen(function* () {
@@ -68,16 +83,7 @@ describe("observability", () => {
 
   it.effect("spans named after the operation carry the user id, when a tracer is installed", () =>
     Effect.gen(function* () {
-      const spans: Array<Tracer.Span> = []
-      const builtIn = Context.get(DefaultServices.liveServices, Tracer.Tracer)
-      const recording = Tracer.make({
-        span: (...args) => {
-          const span = builtIn.span(...args)
-          spans.push(span)
-          return span
-        },
-        context: builtIn.context
-      })
+      const { spans, recording } = recordingTracer()
       const inner = yield* Effect.gen(function* () {
         const q = yield* Queue
         yield* q.tryAcquire(-7)
@@ -102,16 +108,7 @@ describe("observability", () => {
 
   it.effect("a refusal ends its span without an error, saying why; a failing body's span is an error", () =>
     Effect.gen(function* () {
-      const spans: Array<Tracer.Span> = []
-      const builtIn = Context.get(DefaultServices.liveServices, Tracer.Tracer)
-      const recording = Tracer.make({
-        span: (...args) => {
-          const span = builtIn.span(...args)
-          spans.push(span)
-          return span
-        },
-        context: builtIn.context
-      })
+      const { spans, recording } = recordingTracer()
       yield* Effect.gen(function* () {
         const q = yield* Queue
         yield* q.tryAcquire(1)

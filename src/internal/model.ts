@@ -117,6 +117,12 @@ export type Decision =
   | { readonly _tag: "Waiting"; readonly waiter: Waiter }
   | { readonly _tag: "Shutdown" }
 
+/** Whether a request fits its user's `limit` (0: none): it bypasses it, or the user holds fewer. */
+const fitsLimit = (bypass: boolean, limit: number, active: number): boolean => bypass || limit === 0 || active < limit
+
+/** Whether one more slot fits `maxTotal` (0: none) with `inFlight` held. */
+const fitsCap = (inFlight: number, maxTotal: number): boolean => maxTotal === 0 || inFlight < maxTotal
+
 /** What a request asks for: its user's limit and waiting bound (each 0: none), and how it may be served. */
 export interface Request {
   /** The user's limit (its tier under the default in force). */
@@ -160,9 +166,8 @@ const waitHeldBack: Verdict = { _tag: "Wait", fitsUser: false }
 export const judge = (standing: Standing, request: Request): Verdict => {
   if (standing.shutdown) return shutOut
   const { active, waiting, inFlight, maxTotal } = standing
-  const fitsUser = request.bypass || request.limit === 0 || active < request.limit
-  const fitsTotal = maxTotal === 0 || inFlight < maxTotal
-  if (fitsUser && fitsTotal && (!request.wait || waiting === 0)) return grantIt
+  const fitsUser = fitsLimit(request.bypass, request.limit, active)
+  if (fitsUser && fitsCap(inFlight, maxTotal) && (!request.wait || waiting === 0)) return grantIt
   if (!request.wait) {
     return fitsUser
       ? { _tag: "Refused", reason: "global", active: inFlight, limit: maxTotal }
@@ -308,7 +313,7 @@ class Step {
   }
 
   private fitsTotal(): boolean {
-    return this.limits.maxTotal === 0 || this.inFlight + this.outside.total() < this.limits.maxTotal
+    return fitsCap(this.inFlight + this.outside.total(), this.limits.maxTotal)
   }
 
   private refuse(reason: RefusalReason | "shutdown"): void {
@@ -405,7 +410,7 @@ class Step {
 
   /** Whether the first waiter of `userId`'s line `current` fits its user's own limit. */
   private headFits(userId: UserId, current: Line): boolean {
-    return Queue.first(current.waiters)!.bypass || current.limit === 0 || this.held(userId) < current.limit
+    return fitsLimit(Queue.first(current.waiters)!.bypass, current.limit, this.held(userId))
   }
 
   /** `userId`'s line is now `current`: the user takes a turn exactly while its first waiter fits. */
@@ -544,10 +549,7 @@ export const step = (state: State, event: Event, outside: Outside = nobodyOutsid
     if (event._tag === "Acquire" && !state.shutdown) {
       const active = countOf(state, event.userId)
       const { maxTotal } = state.limits
-      if (
-        (event.bypass || event.limit === 0 || active < event.limit) &&
-        (maxTotal === 0 || state.inFlight < maxTotal)
-      ) {
+      if (fitsLimit(event.bypass, event.limit, active) && fitsCap(state.inFlight, maxTotal)) {
         return grantWhileNobodyWaits(state, event.userId, active)
       }
     }

@@ -1,14 +1,5 @@
-import { Cause, Effect, Exit } from "effect"
-import type { Option } from "effect"
-import type {
-  AcquireOptions,
-  PromiseQueue,
-  QueueFull,
-  QueueManager,
-  Service,
-  SlotOptions,
-  UserId
-} from "../QueueManager.js"
+import { Cause, Effect, Exit, Option } from "effect"
+import type { AcquireOptions, PromiseQueue, QueueManager, Service, SlotOptions, UserId } from "../QueueManager.js"
 import { QueueShutdown } from "./errors.js"
 import { makeRunner, type QueueRuntime } from "./runner.js"
 
@@ -50,11 +41,7 @@ export const toPromise = (runtime: QueueRuntime, tag: Effect.Effect<Service, nev
       withQueue((queue) => queue.tryAcquire(userId, options), userId),
     release: (userId: UserId) => withQueue((queue) => queue.release(userId), userId),
     check: (userId: UserId, options?: SlotOptions) =>
-      withQueue((queue) =>
-        Effect.map(queue.check(userId, options), (refusal: Option.Option<QueueFull | QueueShutdown>) =>
-          refusal._tag === "Some" ? refusal.value : undefined
-        )
-      ),
+      withQueue((queue) => Effect.map(queue.check(userId, options), Option.getOrUndefined)),
     status: (userId: UserId) => withQueue((queue) => queue.status(userId)),
     stats: () => withQueue((queue) => queue.stats),
     drain: () => withQueue((queue) => queue.drain)
