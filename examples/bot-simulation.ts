@@ -5,6 +5,7 @@
 import { Console, Effect } from "effect"
 import { QueueManager } from "../src/index.js"
 import { runDistributed } from "./distributed.js"
+import { runMain } from "./main.js"
 import { botLoad, formatReport, limitsHeld, simulate } from "./simulation.js"
 
 const workers = 3
@@ -21,7 +22,4 @@ const program = (
   Effect.flatMap((report) => (limitsHeld(report) ? Effect.void : Effect.fail("limits did not hold")))
 )
 
-Effect.runPromise(program).catch((error: unknown) => {
-  console.error(String(error))
-  process.exitCode = 1
-})
+runMain(program)

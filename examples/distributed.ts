@@ -53,9 +53,11 @@ export const runDistributed = (workers: number) =>
     const runs = yield* Effect.forEach(
       Array.from({ length: workers }),
       () =>
-        Effect.promise(() =>
-          promisify(execFile)(process.execPath, ["--import", "tsx", "examples/bot-worker.ts"], { env })
-        ),
+        Effect.tryPromise({
+          try: () => promisify(execFile)(process.execPath, ["--import", "tsx", "examples/bot-worker.ts"], { env }),
+          // the worker has said what went wrong on its stderr
+          catch: (error) => new Error(`a worker process failed: ${(error as { stderr: string }).stderr.trim()}`)
+        }),
       { concurrency: "unbounded" }
     )
     const reports = runs.map(

@@ -6,6 +6,7 @@
 import { Console, Effect } from "effect"
 import { QueueManager } from "../src/index.js"
 import * as RedisStore from "../src/RedisStore.js"
+import { runMain } from "./main.js"
 
 /**
  * A store that keeps, per key, the highest token it has accepted, and refuses a write carrying
@@ -50,4 +51,4 @@ const main = fencingDemo(new FencedStore()).pipe(
   )
 )
 
-if (import.meta.url === `file://${process.argv[1]}`) Effect.runPromise(main)
+if (import.meta.url === `file://${process.argv[1]}`) runMain(main)

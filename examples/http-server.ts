@@ -15,11 +15,12 @@
  * ```
  */
 import { HttpRouter, HttpServer, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
+import { NodeHttpServer } from "@effect/platform-node"
 import { Config, Effect, HashMap, Layer, Schedule, Stream } from "effect"
 import { createServer } from "node:http"
 import * as QueueHttp from "../src/HttpMiddleware.js"
 import { QueueManager } from "../src/index.js"
+import { runMain } from "./main.js"
 
 const perUser = QueueHttp.make({ userKey: QueueHttp.fromHeader("x-user-id") })
 
@@ -62,5 +63,5 @@ router.pipe(
   Layer.provide(ServerLive),
   Layer.provide(QueueManager.layerConfig()),
   Layer.launch,
-  NodeRuntime.runMain
+  runMain
 )

@@ -10,6 +10,7 @@
 import { Console, Effect, Option } from "effect"
 import { QueueManager } from "../src/index.js"
 import * as RedisStore from "../src/RedisStore.js"
+import { runMain } from "./main.js"
 
 /** Telegram group chats have negative ids. */
 export const isGroup = (chatId: QueueManager.UserId) => typeof chatId === "number" && chatId < 0
@@ -86,4 +87,4 @@ const main = burst.pipe(
   )
 )
 
-if (import.meta.url === `file://${process.argv[1]}`) Effect.runPromise(main)
+if (import.meta.url === `file://${process.argv[1]}`) runMain(main)

@@ -15,10 +15,11 @@
  * running have finished and replied, also while the Bot API cannot be reached.
  */
 import { run } from "@grammyjs/runner"
-import { Config, Duration, Effect, ManagedRuntime } from "effect"
+import { Config, Duration, Effect, Exit, ManagedRuntime } from "effect"
 import { Bot } from "grammy"
 import * as QueueGrammy from "../src/Grammy.js"
 import { QueueManager } from "../src/index.js"
+import { describeFailure } from "./main.js"
 
 const token = process.env.BOT_TOKEN?.trim()
 if (token === undefined || token === "") {
@@ -117,6 +118,12 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 
 const main = async () => {
+  // the runtime is built before the bot starts, so a bad setting stops it at once, saying which
+  const built = await runtime.runPromiseExit(Effect.void)
+  if (Exit.isFailure(built)) {
+    console.error(describeFailure(built.cause))
+    process.exit(1)
+  }
   if (!(await reachApi(stopping.signal))) return stop()
   // updates are handled concurrently (grammY's bot.start() would handle one after the other, so
   // no chat could ever have two downloads at once); the runner retries getUpdates on Bot API

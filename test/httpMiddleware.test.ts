@@ -487,4 +487,12 @@ describe("the example server (npm run example:http)", () => {
       expect(yield* example.exited).toBe(0)
     })
   )
+
+  it.scopedLive("a bad PORT stops it at start, saying which setting and why", () =>
+    Effect.gen(function* () {
+      const example = yield* runExample("examples/http-server.ts", { PORT: "70000" })
+      expect(yield* example.exited).toBe(1)
+      expect(example.output()).toBe("bad configuration:\nPORT must be a whole number from 0 to 65535\n")
+    })
+  )
 })

@@ -111,6 +111,22 @@ describe("the example bot (npm run example:telegram)", () => {
     })
   )
 
+  it.scopedLive("a bad MAX_USER_QUEUE_SIZE stops it at start, before the Bot API is called, saying which", () =>
+    Effect.gen(function* () {
+      const api = yield* startBotApi
+      const example = yield* runExample("examples/telegram-bot.ts", {
+        BOT_TOKEN: "42:TEST",
+        TELEGRAM_API_ROOT: api.apiRoot,
+        MAX_USER_QUEUE_SIZE: "-1"
+      })
+      expect(yield* example.exited).toBe(1)
+      expect(example.output()).toBe(
+        'bad configuration:\nMAX_USER_QUEUE_SIZE must be a whole number >= 0 (0 = no limit), got "-1"\n'
+      )
+      expect(api.calls).toEqual([])
+    })
+  )
+
   it.live("without BOT_TOKEN prints what to do and exits with code 1", () =>
     Effect.scoped(
       Effect.gen(function* () {

@@ -14,4 +14,16 @@ describe("npm start with REDIS_URL", () => {
     expect(stdout).toContain("after the run: 0 users active, 0 slots held")
     expect(stdout).toContain("OK: no user ever went above the limit")
   }, 60_000)
+
+  it("says in words that Redis cannot be reached, once, and exits with code 1", async () => {
+    const run = promisify(execFile)("npx", ["tsx", "examples/bot-simulation.ts"], {
+      env: { ...process.env, REDIS_URL: "redis://127.0.0.1:1" }
+    })
+    await expect(run).rejects.toMatchObject({
+      code: 1,
+      stderr:
+        "a worker process failed: the queue store is unavailable (connect): connection refused " +
+        "(connect ECONNREFUSED 127.0.0.1:1): is Redis listening there?\n"
+    })
+  }, 60_000)
 })

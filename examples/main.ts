@@ -1,0 +1,46 @@
+/**
+ * How the examples run as programs: a failure prints what went wrong, in words (a bad setting
+ * names the variable and the value), not Effect's `FiberFailure` wrapper, and exits with code
+ * 1; Ctrl+C and SIGTERM interrupt the program, so its finalizers (a drain, a server's close)
+ * run before it exits.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Cause, ConfigError, Console, Effect } from "effect"
+
+// the setting's name, unless the message already says it
+const named = (_: unknown, path: Array<string>, message: string) => {
+  const name = path.join(".")
+  return message.includes(name) ? message : `${name}: ${message}`
+}
+
+const describeConfigError = (error: ConfigError.ConfigError): string =>
+  ConfigError.reduceWithContext(error, undefined, {
+    andCase: (_, left, right) => `${left}\n${right}`,
+    orCase: (_, left, right) => `${left}\n${right}`,
+    invalidDataCase: named,
+    missingDataCase: named,
+    sourceUnavailableCase: named,
+    unsupportedCase: named
+  })
+
+const describeError = (error: unknown): string =>
+  ConfigError.isConfigError(error)
+    ? `bad configuration:\n${describeConfigError(error)}`
+    : error instanceof Error
+      ? error.message
+      : String(error)
+
+/** What a failed program prints: each failure's message; a defect (a bug) with its stack. */
+export const describeFailure = (cause: Cause.Cause<unknown>): string => {
+  const failures = Array.from(Cause.failures(cause), describeError)
+  return failures.length > 0 ? failures.join("\n") : Cause.pretty(cause)
+}
+
+/** Runs an example's program to its end (or Ctrl+C), printing a failure as `describeFailure` does. */
+export const runMain = <A, E>(program: Effect.Effect<A, E>): void =>
+  program.pipe(
+    Effect.tapErrorCause((cause) =>
+      Cause.isInterruptedOnly(cause) ? Effect.void : Console.error(describeFailure(cause))
+    ),
+    NodeRuntime.runMain({ disableErrorReporting: true })
+  )
