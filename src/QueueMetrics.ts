@@ -55,12 +55,13 @@ export const refusals = Metric.counter("queue_manager_refusals_total", {
 })
 
 /**
- * Seconds a request waited before it got its slot (only requests that waited).
+ * Seconds a request waited before it got its slot (only requests that waited). Tagged
+ * `unit: "s"`, which OpenTelemetry exporters read as the instrument's unit.
  *
  * @since 0.1.0
  */
-export const waitTime = Metric.histogram(
+export const waitTime: Metric.Metric.Histogram<number> = Metric.histogram(
   "queue_manager_wait_seconds",
   MetricBoundaries.exponential({ start: 0.001, factor: 2, count: 16 }),
   "Seconds a request waited before it got its slot"
-)
+).pipe(Metric.tagged("unit", "s"))
