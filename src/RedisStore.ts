@@ -20,7 +20,7 @@ import { limitFromEnv } from "./internal/config.js"
 import type { StoreUnavailable } from "./internal/errors.js"
 import { withFallback } from "./internal/fallbackStore.js"
 import { makeMemoryStore } from "./internal/memoryStore.js"
-import { isClient } from "./internal/redis/connection.js"
+import { isClient, keyPrefixOf } from "./internal/redis/connection.js"
 import { makeRedisStore } from "./internal/redis/redisStore.js"
 
 /**
@@ -68,13 +68,21 @@ const urlProblem = (url: string): string | undefined => {
     : `must name its database as a whole number (redis://host:port/2), got ${JSON.stringify(url)}`
 }
 
-/** What is wrong with a `redis` that is not a URL, if anything: an ioredis client, or plain ioredis options. */
-const targetProblem = (redis: unknown): string | undefined =>
-  isClient(redis) || (typeof redis === "object" && redis !== null && Object.getPrototypeOf(redis) === Object.prototype)
+/** What is wrong with a `redis` that is not a URL, if anything: an ioredis client, or plain ioredis options, without `keyPrefix`. */
+const targetProblem = (redis: unknown): string | undefined => {
+  if (
+    !isClient(redis) &&
+    !(typeof redis === "object" && redis !== null && Object.getPrototypeOf(redis) === Object.prototype)
+  ) {
+    return `must be a redis:// URL, ioredis options, or an ioredis Redis or Cluster, got ${
+      typeof redis === "object" && redis !== null ? `a ${redis.constructor?.name ?? "object"}` : String(redis)
+    }`
+  }
+  const keyPrefix = keyPrefixOf(redis)
+  return keyPrefix === undefined
     ? undefined
-    : `must be a redis:// URL, ioredis options, or an ioredis Redis or Cluster, got ${
-        typeof redis === "object" && redis !== null ? `a ${redis.constructor?.name ?? "object"}` : String(redis)
-      }`
+    : `must not set ioredis' keyPrefix (the store's prefix option names its keys), got keyPrefix ${JSON.stringify(keyPrefix)}`
+}
 
 /** A string option or variable, validated by `problem`; the error names it. */
 const checked = (name: string, value: unknown, problem: (value: never) => string | undefined) => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Exit, Layer } from "effect"
+import { Redis } from "ioredis"
 import * as RedisStore from "../src/RedisStore.js"
 
 /** Builds `RedisStore.layerConfig()` from `env`: these fail before any connection is tried. */
@@ -30,7 +31,30 @@ describe("RedisStore configuration", () => {
     ["leaseTime", { maxUserQueue: 1, leaseTime: Duration.zero }, "leaseTime must be at least 100 ms, got 0"],
     ["timeout", { maxUserQueue: 1, timeout: "0 millis" }, "timeout must be at least 1 ms, got 0"],
     ["redis", { maxUserQueue: 1, redis: "redis://host/x" }, "redis must name its database as a whole number"],
-    ["prefix", { maxUserQueue: 1, prefix: "a{b" }, 'prefix must be a non-empty string without braces, got "a{b"']
+    ["prefix", { maxUserQueue: 1, prefix: "a{b" }, 'prefix must be a non-empty string without braces, got "a{b"'],
+    // ioredis would prefix the keys of scripts but not of functions: two processes, two states
+    [
+      "redis",
+      { maxUserQueue: 1, redis: { port: 6379, keyPrefix: "app:" } },
+      `redis must not set ioredis' keyPrefix (the store's prefix option names its keys), got keyPrefix "app:"`
+    ],
+    [
+      "redis",
+      { maxUserQueue: 1, redis: new Redis({ lazyConnect: true, keyPrefix: "app:" }) },
+      `redis must not set ioredis' keyPrefix (the store's prefix option names its keys), got keyPrefix "app:"`
+    ],
+    // another client library's client (here, its shape) is not taken for an ioredis one
+    [
+      "redis",
+      {
+        maxUserQueue: 1,
+        redis: new (class RedisClient {
+          duplicate() {}
+          sendCommand() {}
+        })() as never
+      },
+      "redis must be a redis:// URL, ioredis options, or an ioredis Redis or Cluster, got a RedisClient"
+    ]
   ])("an invalid %s option fails naming it and its value", ([, options, expected]) =>
     Effect.gen(function* () {
       const exit = yield* Effect.exit(Effect.scoped(RedisStore.make(options)))

@@ -17,7 +17,7 @@ import {
   warningLog,
   withRedis
 } from "./helpers.js"
-import { freePort } from "./server.js"
+import { freePort, startRedis } from "./server.js"
 
 describe("Redis store", () => {
   it.scoped("limits are shared across processes", () =>
@@ -520,6 +520,92 @@ describe("Redis store", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live(
+    "a wake-up Redis refuses to publish (PUBLISH revoked after start) fails no call; the waiter gets its slot",
+    () =>
+      Effect.gen(function* () {
+        const { port } = yield* ownRedisServer()
+        yield* withRedis((redis) => redis.call("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all"), port)
+        const q = yield* RedisStore.make({
+          maxUserQueue: 1,
+          redis: `redis://app:pw@127.0.0.1:${port}`,
+          prefix: "revoked",
+          leaseTime: "900 millis",
+          timeout: "100 millis"
+        })
+        yield* withRedis((redis) => redis.call("ACL", "SETUSER", "app", "-publish"), port)
+        const release = yield* Deferred.make<void>()
+        const holder = yield* Effect.fork(q.withSlot("a")(Deferred.await(release)))
+        yield* eventually("the holder has its slot", q.activeCount("a"), (n) => n === 1)
+        const waiter = yield* Effect.fork(q.withSlot("a", { onFull: "wait" })(Effect.succeed("ran")))
+        yield* eventually("the waiter waits", q.stats, (s) => s.waiting === 1)
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(holder)
+        // the hand-off's call is the one that would have failed, with whatever went with it
+        expect(yield* q.tryAcquire("b")).toBe(true)
+        // no wake-up came: the waiter hears of its slot at its renewal round
+        expect(yield* Fiber.join(waiter).pipe(Effect.timeout("3 seconds"))).toBe("ran")
+      }).pipe(Effect.scoped)
+  )
+
+  it.live("a client passed in stays in the database it is in", () =>
+    Effect.gen(function* () {
+      const { port } = yield* ownRedisServer()
+      const client = new Redis({ port, host: "127.0.0.1", db: 2 })
+      yield* Effect.addFinalizer(() => Effect.promise(() => client.quit()))
+      yield* Effect.promise(() => client.select(3).then(() => client.set("mine", "here")))
+      const q = yield* RedisStore.make({ maxUserQueue: 1, redis: client, prefix: "db" })
+      expect(yield* q.tryAcquire(1)).toBe(true)
+      expect(yield* Effect.promise(() => client.get("mine"))).toBe("here")
+      // the store's keys are in the client's database too
+      expect(yield* Effect.promise(() => client.exists("{db}:h"))).toBe(1)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("a start that fails on a client passed in leaves nothing on it and sends nothing later", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort // nothing listens there yet
+      const client = new Redis({ port, host: "127.0.0.1", retryStrategy: () => 50 })
+      client.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => client.disconnect()))
+      const listeners = () => client.listenerCount("ready") + client.listenerCount("error")
+      const before = listeners()
+      for (let i = 0; i < 3; i++) {
+        const error = yield* Effect.flip(
+          Effect.scoped(RedisStore.make({ maxUserQueue: 1, redis: client, prefix: "late", timeout: "40 millis" }))
+        )
+        expect(error.message).toMatch(/connection refused/)
+      }
+      expect(listeners()).toBe(before)
+      // once Redis comes up, the failed starts send nothing: no function library, no key
+      yield* startRedis(port)
+      yield* eventually(
+        "the client connected",
+        Effect.sync(() => client.status),
+        (status) => status === "ready"
+      )
+      yield* Effect.sleep("200 millis")
+      yield* withRedis(
+        (redis) =>
+          Promise.all([redis.call("FUNCTION", "LIST"), redis.keys("*")]).then(([functions, keys]) =>
+            expect([functions, keys]).toEqual([[], []])
+          ),
+        port
+      )
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("a client that has been closed is refused at start, saying so", () =>
+    Effect.gen(function* () {
+      const client = new Redis(redisUrl)
+      yield* Effect.promise(() => client.quit())
+      const error = yield* Effect.flip(RedisStore.make({ maxUserQueue: 1, redis: client, timeout: "200 millis" }))
+      expect(error.message).toMatch(
+        /the client has been closed \(quit or disconnect\): a client passed as redis must be open$/
+      )
+    }).pipe(Effect.scoped)
+  )
+
   it.live("an ACL user without INFO or SELECT (as on some hosted Redis) starts and works", () =>
     Effect.gen(function* () {
       const { port } = yield* ownRedisServer()
@@ -540,6 +626,7 @@ describe("Redis store", () => {
         (redis) =>
           Promise.all([
             redis.call("ACL", "SETUSER", "nopubsub", "on", ">secret", "~*", "&*", "+@all", "-@pubsub"),
+            redis.call("ACL", "SETUSER", "nopublish", "on", ">secret", "~*", "&*", "+@all", "-publish"),
             redis.call(
               "ACL",
               "SETUSER",
@@ -567,6 +654,10 @@ describe("Redis store", () => {
       // waiting needs pub/sub: the error says which permission
       expect(yield* startError(`redis://nopubsub:secret@127.0.0.1:${port}`)).toMatch(
         /may not SUBSCRIBE to .*onFull: "wait".*\+subscribe \+publish/
+      )
+      // a hand-off publishes the wake-up: without PUBLISH the error says so at start, not at a hand-off
+      expect(yield* startError(`redis://nopublish:secret@127.0.0.1:${port}`)).toMatch(
+        /may not PUBLISH to .*onFull: "wait".*\+subscribe \+publish/
       )
       // neither functions nor scripts: Redis names the command refused
       expect(yield* startError(`redis://noeval:secret@127.0.0.1:${port}`)).toMatch(/\(start\): NOPERM.*'eval/)

@@ -31,7 +31,24 @@ export const isClient = (value: unknown): value is Client =>
   typeof value === "object" &&
   value !== null &&
   typeof (value as Partial<Client>).duplicate === "function" &&
-  typeof (value as Partial<Client>).sendCommand === "function"
+  typeof (value as Partial<Client>).sendCommand === "function" &&
+  typeof (value as Partial<Client>).defineCommand === "function" &&
+  typeof (value as Partial<Client>).status === "string" &&
+  typeof (value as Partial<Client>).options === "object"
+
+/**
+ * The ioredis `keyPrefix` of a client or of options, if one is set. The store cannot take one:
+ * ioredis adds it to the keys of scripts but not to those of the raw `FCALL`s, so two processes
+ * of one prefix would keep two states.
+ */
+export const keyPrefixOf = (target: Client | RedisOptions): string | undefined => {
+  const options = (isClient(target) ? target.options : target) as {
+    readonly keyPrefix?: string
+    readonly redisOptions?: { readonly keyPrefix?: string }
+  }
+  const prefix = options.keyPrefix ?? options.redisOptions?.keyPrefix
+  return prefix === undefined || prefix === "" ? undefined : prefix
+}
 
 const isCluster = (client: Client): client is Cluster => (client as { readonly isCluster?: boolean }).isCluster === true
 
@@ -148,18 +165,28 @@ const byFunctions = async (redis: Client, timeoutMillis: number): Promise<Run> =
 /** Whether Redis refused a command for want of an ACL permission. */
 export const isNoPermission = (error: unknown) => describe(error).startsWith("NOPERM")
 
-/**
- * Why starting failed, told apart: nothing listening, a wrong user or password, a permission the
- * ACL user lacks (Redis names the command), or a server that does not speak Redis at all.
- */
-const startFailure = (error: string, step: string): string => {
+const clientClosed = "the client has been closed (quit or disconnect)"
+
+/** Why starting failed, when the error tells: nothing listening, a wrong user or password, a permission the ACL user lacks. */
+const knownFailure = (error: string, step: string): string | undefined => {
   if (/ECONNREFUSED/.test(error)) return `connection refused (${error}): is Redis listening there?`
   if (/^(WRONGPASS|NOAUTH)|invalid username-password/.test(error)) {
     return `authentication failed (${error}): check the user and password of the URL or options`
   }
   if (/^NOPERM/.test(error)) return `the ACL user may not run what ${step} needs (${error})`
-  return `${error} while ${step}; is it a Redis server?`
+  if (error === clientClosed) return `${error}: a client passed as redis must be open`
+  if (/^Connection is closed/.test(error)) {
+    return `the connection was closed while ${step}: was the client passed in closed, or did Redis drop it?`
+  }
+  return undefined
 }
+
+/**
+ * Why starting failed, told apart: nothing listening, a wrong user or password, a permission the
+ * ACL user lacks (Redis names the command), or a server that does not speak Redis at all.
+ */
+const startFailure = (error: string, step: string): string =>
+  knownFailure(error, step) ?? `${error} while ${step}; is it a Redis server?`
 
 /** A server's version as a number: 6.2 is 602. */
 const versionOf = (info: string) => {
@@ -170,11 +197,24 @@ const versionOf = (info: string) => {
 /** The database a URL or ioredis options ask for (0 when none is named; a cluster has only 0). */
 const databaseOf = (redis: Client) => (isCluster(redis) ? 0 : (redis.options.db ?? 0))
 
-/** `redis` connected: connecting now if it was made lazy, or once it is ready if it is on its way. */
-const connected = (redis: Client): Promise<unknown> => {
-  if (redis.status === "wait") return redis.connect()
-  if (redis.status === "ready") return Promise.resolve()
-  return new Promise((resolve) => redis.once("ready", resolve))
+/**
+ * `redis` connected: connecting now if it was made lazy, or once it is ready if it is on its way;
+ * `stop` stops waiting for it (a start that failed leaves no listener on a client of the caller's).
+ */
+const connected = (redis: Client): { readonly ready: Promise<unknown>; readonly stop: () => void } => {
+  if (redis.status === "wait") return { ready: redis.connect(), stop: () => {} }
+  if (redis.status === "ready") return { ready: Promise.resolve(), stop: () => {} }
+  const closed = new Error(clientClosed)
+  if (redis.status === "end") return { ready: Promise.reject(closed), stop: () => {} }
+  let onReady = () => {}
+  let onEnd = () => {}
+  const ready = new Promise<void>((resolve, reject) => {
+    onReady = resolve
+    onEnd = () => reject(closed)
+  })
+  redis.once("ready", onReady)
+  redis.once("end", onEnd)
+  return { ready, stop: () => void redis.off("ready", onReady).off("end", onEnd) }
 }
 
 /**
@@ -214,11 +254,17 @@ export const connect = (
       let lastError = "no answer"
       const onError = (error: unknown) => (lastError = describe(error))
       redis.on("error", onError)
+      const waiting = connected(redis)
       const release = () => {
+        waiting.stop()
         redis.off("error", onError)
         if (!caller) redis.disconnect()
       }
+      // once the start has failed or been interrupted, its later steps send nothing more
+      let settled = false
       const fail = (reason: string): void => {
+        if (settled) return
+        settled = true
         clearTimeout(timer)
         release()
         resume(Effect.fail(new StoreUnavailable({ operation, reason })))
@@ -231,16 +277,15 @@ export const connect = (
         () =>
           fail(
             step === "connecting"
-              ? /ECONNREFUSED/.test(lastError)
-                ? startFailure(lastError, step)
-                : `could not connect within ${budget} ms (${lastError})`
+              ? (knownFailure(lastError, step) ?? `could not connect within ${budget} ms (${lastError})`)
               : `no answer within ${budget} ms while ${step}; is it a Redis server?`
           ),
         budget
       )
       const database = databaseOf(redis)
-      connected(redis)
+      waiting.ready
         .then(() => {
+          if (settled) return undefined
           step = "asking the server what it is (INFO)"
           // an ACL user without INFO (as on some hosted Redis): the version goes unchecked
           return redis
@@ -248,6 +293,7 @@ export const connect = (
             .catch((error: unknown) => (isNoPermission(error) ? undefined : Promise.reject(error)))
         })
         .then(async (info) => {
+          if (settled) return
           const version = info === undefined ? undefined : versionOf(info)
           if (info !== undefined && version === undefined) {
             return fail(`the server does not look like Redis (INFO server has no redis_version)`)
@@ -258,16 +304,18 @@ export const connect = (
             )
           }
           // ioredis selects the database on its own but only logs a refusal, and goes on in database 0;
-          // database 0 is where a connection starts (and some hosted Redis refuse SELECT altogether)
+          // database 0 is where a connection starts (and some hosted Redis refuse SELECT altogether);
+          // a client of the caller's stays in the database it is in
           step = `selecting database ${database}`
           const selected =
-            database === 0
+            database === 0 || caller
               ? undefined
               : await redis.select(database).then(
                   () => undefined,
                   (error: unknown) => describe(error)
                 )
           if (selected !== undefined) return fail(`database ${database} cannot be selected: ${selected}`)
+          if (settled) return
           step = "loading the function library"
           const run =
             (version === undefined || version >= 700) && !isCluster(redis)
@@ -275,7 +323,10 @@ export const connect = (
                   error instanceof Error && error.name === "ReplyError" ? byScripts(redis) : Promise.reject(error)
                 )
               : byScripts(redis)
+          if (settled) return
+          settled = true
           clearTimeout(timer)
+          waiting.stop()
           resume(
             Effect.succeed({ redis, run: (script, keys, args) => within(run(script, keys, args)), within, release })
           )
@@ -285,6 +336,7 @@ export const connect = (
           fail(startFailure(step === "connecting" && lastError !== "no answer" ? lastError : describe(error), step))
         )
       return Effect.sync(() => {
+        settled = true
         clearTimeout(timer)
         release()
       })

@@ -84,7 +84,7 @@ export const makeRedisStore = (
     yield* Effect.addFinalizer(() => Effect.sync(() => session.flush()))
 
     // subscribed before the first request can wait
-    yield* tickets.listen(subscriber, session.channel)
+    yield* tickets.listen(subscriber, db, session.channel)
     // the first call: this process's limits become the prefix's (the last process to start sets them)
     yield* session.configure(session.limits, "start")
 

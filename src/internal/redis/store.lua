@@ -172,7 +172,9 @@ local function admitHead(u)
   if queuedOf(u) == 0 then redis.call('HDEL', LIMITS, u) end
   local active, token = grant(u, id, expiry)
   redis.call('HSET', TICKETS, id, 'a' .. fmt(token) .. '\t' .. active)
-  redis.call('PUBLISH', string.sub(info, 19), active .. ' ' .. fmt(token) .. ' ' .. id)
+  -- pcall: a wake-up refused (an ACL changed since the start probe) must not undo the call; the
+  -- waiter then hears of its slot at its next renewal round
+  redis.pcall('PUBLISH', string.sub(info, 19), active .. ' ' .. fmt(token) .. ' ' .. id)
 end
 
 -- hands free capacity to the ready users, one slot per turn, in turn order

@@ -104,27 +104,36 @@ export class TicketRegistry {
     for (const ticket of this.waiting.values()) if (ticket.epoch !== epoch) this.fail(ticket, errorOf(ticket))
   }
 
-  /** Hears on `channel` the admissions Redis publishes (`active token id`), until `subscriber` closes. */
-  listen(subscriber: Connection, channel: string): Effect.Effect<void, StoreUnavailable> {
+  /**
+   * Hears on `channel` the admissions Redis publishes (`active token id`), until `subscriber`
+   * closes; then publishes an empty message there through `db`, the connection the scripts run
+   * on, so that an ACL user who may subscribe but not publish is told now, not at a hand-off.
+   */
+  listen(subscriber: Connection, db: Connection, channel: string): Effect.Effect<void, StoreUnavailable> {
     return Effect.suspend(() => {
       subscriber.redis.on("message", (_channel: string, message: string) => {
+        if (message === "") return // the probe sent at start
         const first = message.indexOf(" ")
         const second = message.indexOf(" ", first + 1)
         this.woken(message.slice(second + 1), Number(message.slice(0, first)), Number(message.slice(first + 1, second)))
       })
-      return Effect.tryPromise({
-        try: () => subscriber.within(subscriber.redis.subscribe(channel)),
-        catch: (error) =>
-          isNoPermission(error)
-            ? new StoreUnavailable({
-                operation: "subscribe",
-                reason:
-                  `the ACL user may not SUBSCRIBE to ${channel}, where Redis wakes this process's waiting requests ` +
-                  `(onFull: "wait"): grant it +subscribe +publish and the channels &${channel.slice(0, channel.lastIndexOf(":") + 1)}*`,
-                cause: error
-              })
-            : unavailable("subscribe")(error)
-      })
+      const refused = (command: string) => (error: unknown) =>
+        isNoPermission(error)
+          ? new StoreUnavailable({
+              operation: "subscribe",
+              reason:
+                `the ACL user may not ${command} to ${channel}, where Redis wakes this process's waiting requests ` +
+                `(onFull: "wait"): grant it +subscribe +publish and the channels &${channel.slice(0, channel.lastIndexOf(":") + 1)}*`,
+              cause: error
+            })
+          : unavailable("subscribe")(error)
+      return Effect.zipRight(
+        Effect.tryPromise({
+          try: () => subscriber.within(subscriber.redis.subscribe(channel)),
+          catch: refused("SUBSCRIBE")
+        }),
+        Effect.tryPromise({ try: () => db.within(db.redis.publish(channel, "")), catch: refused("PUBLISH") })
+      )
     })
   }
 
