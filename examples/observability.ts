@@ -38,7 +38,10 @@ const Observability = NodeSdk.layer(
 const queuedBurst = Effect.gen(function* () {
   const queue = yield* QueueManager.QueueManager
   const download = queue.withSlot(1, { onFull: "wait" })(Effect.sleep("50 millis"))
-  yield* Effect.all(Array.from({ length: 6 }, () => download), { concurrency: "unbounded" })
+  yield* Effect.all(
+    Array.from({ length: 6 }, () => download),
+    { concurrency: "unbounded" }
+  )
 })
 
 const program = Effect.gen(function* () {
