@@ -57,15 +57,31 @@ const prefixProblem = (prefix: unknown): string | undefined =>
     : `must be a non-empty string without braces, got ${JSON.stringify(prefix)}`
 
 /** What is wrong with a Redis URL, if anything: a database, when named, must be a whole number. */
+/** The ioredis options the store sets on its own connections, and `keyPrefix`, which it cannot take. */
+const ownOptions = [
+  "keyPrefix",
+  "lazyConnect",
+  "enableOfflineQueue",
+  "maxRetriesPerRequest",
+  "connectTimeout",
+  "retryStrategy"
+]
+
 const urlProblem = (url: string): string | undefined => {
   const parsed = URL.canParse(url) ? new URL(url) : undefined
   if (parsed === undefined || !/^rediss?:$/.test(parsed.protocol)) {
     return `must be a redis:// or rediss:// URL, got ${JSON.stringify(url)}`
   }
   const database = parsed.pathname.slice(1)
-  return database === "" || /^\d+$/.test(database)
+  if (database !== "" && !/^\d+$/.test(database)) {
+    return `must name its database as a whole number (redis://host:port/2), got ${JSON.stringify(url)}`
+  }
+  // ioredis reads options from the query, over the store's own: these would change what the store relies on
+  const overriding = ownOptions.filter((name) => parsed.searchParams.has(name))
+  return overriding.length === 0
     ? undefined
-    : `must name its database as a whole number (redis://host:port/2), got ${JSON.stringify(url)}`
+    : `must not set ${overriding.join(", ")} in its query (the store sets ${overriding.length === 1 ? "it" : "them"}; ` +
+        `name the keys with the prefix option), got ${JSON.stringify(url)}`
 }
 
 /** What is wrong with a `redis` that is not a URL, if anything: an ioredis client, or plain ioredis options, without `keyPrefix`. */

@@ -20,7 +20,18 @@ describe("RedisStore configuration", () => {
     ["REDIS_PREFIX", "{x}", 'REDIS_PREFIX must be a non-empty string without braces, got "{x}"'],
     ["REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL must name its database as a whole number"],
     ["REDIS_URL", "127.0.0.1:6379", 'REDIS_URL must be a redis:// or rediss:// URL, got "127.0.0.1:6379"'],
-    ["REDIS_ON_UNAVAILABLE", "maybe", "REDIS_ON_UNAVAILABLE"]
+    ["REDIS_ON_UNAVAILABLE", "maybe", "REDIS_ON_UNAVAILABLE"],
+    // ioredis would read these from the query over the store's own settings
+    [
+      "REDIS_URL",
+      "redis://127.0.0.1:6379?keyPrefix=app:",
+      'REDIS_URL must not set keyPrefix in its query (the store sets it; name the keys with the prefix option), got "redis://127.0.0.1:6379?keyPrefix=app:"'
+    ],
+    [
+      "REDIS_URL",
+      "redis://127.0.0.1:6379/1?enableOfflineQueue=1&maxRetriesPerRequest=20",
+      "REDIS_URL must not set enableOfflineQueue, maxRetriesPerRequest in its query (the store sets them"
+    ]
   ])("%s=%s fails naming the variable and its text", ([name, value, expected]) =>
     Effect.gen(function* () {
       expect(yield* fromEnv({ [name]: value })).toContain(expected)

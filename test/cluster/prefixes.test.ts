@@ -5,7 +5,8 @@
  * clients passed in by the caller.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Option } from "effect"
+import { Effect, Exit, Fiber, Option } from "effect"
+import { Cluster } from "ioredis"
 import * as RedisStore from "../../src/RedisStore.js"
 import { eventually } from "../eventually.js"
 import { cli, clusterClient, clusterPorts, masterOf } from "./helpers.js"
@@ -56,5 +57,32 @@ describe("Redis Cluster", () => {
         expect(yield* Effect.promise(() => first.ping())).toBe("PONG")
       }).pipe(Effect.scoped),
     60_000
+  )
+
+  it.live("a Cluster quit before it was ready is refused at start, saying so", () =>
+    Effect.gen(function* () {
+      const client = new Cluster(clusterPorts().map((port) => ({ host: "127.0.0.1", port })))
+      yield* Effect.promise(() => client.quit())
+      const error = yield* Effect.flip(
+        Effect.scoped(
+          RedisStore.make({ maxUserQueue: 1, redis: client, timeout: "20 seconds", leaseTime: "200 seconds" })
+        )
+      )
+      expect(error.message).toMatch(/the client has been closed .*: a client passed as redis must be open$/)
+    })
+  )
+
+  it.effect("a Cluster whose redisOptions set keyPrefix is refused, naming it", () =>
+    Effect.gen(function* () {
+      const client = new Cluster([{ host: "127.0.0.1", port: clusterPorts()[0]! }], {
+        lazyConnect: true,
+        redisOptions: { keyPrefix: "app:" }
+      })
+      const exit = yield* Effect.exit(Effect.scoped(RedisStore.make({ maxUserQueue: 1, redis: client })))
+      expect(String(Exit.isFailure(exit) ? exit.cause : "")).toContain(
+        `redis must not set ioredis' keyPrefix (the store's prefix option names its keys), got keyPrefix "app:"`
+      )
+      expect(client.status).toBe("wait")
+    })
   )
 })

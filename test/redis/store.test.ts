@@ -601,7 +601,7 @@ describe("Redis store", () => {
       yield* Effect.promise(() => client.quit())
       const error = yield* Effect.flip(RedisStore.make({ maxUserQueue: 1, redis: client, timeout: "200 millis" }))
       expect(error.message).toMatch(
-        /the client has been closed \(quit or disconnect\): a client passed as redis must be open$/
+        /the client has been closed \(quit, disconnect, or it stopped reconnecting\): a client passed as redis must be open$/
       )
     }).pipe(Effect.scoped)
   )
@@ -661,6 +661,48 @@ describe("Redis store", () => {
       )
       // neither functions nor scripts: Redis names the command refused
       expect(yield* startError(`redis://noeval:secret@127.0.0.1:${port}`)).toMatch(/\(start\): NOPERM.*'eval/)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("a start given up on (interrupted) stops at once and closes what it opened", () =>
+    Effect.gen(function* () {
+      // a server that takes connections and never answers: the start would wait out its budget
+      const sockets = new Set<Socket>()
+      const connected = yield* Deferred.make<void>()
+      const server = yield* Effect.acquireRelease(
+        Effect.async<Server>((resume) => {
+          const s = createServer((socket) => {
+            sockets.add(socket)
+            socket.on("close", () => sockets.delete(socket))
+            Deferred.unsafeDone(connected, Effect.void)
+          })
+          s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
+        }),
+        (s) =>
+          Effect.async<void>((resume) => {
+            for (const socket of sockets) socket.destroy()
+            s.close(() => resume(Effect.void))
+          })
+      )
+      const { port } = server.address() as { port: number }
+      // a budget of five 20 s timeouts: were the start not interruptible, the test would time out
+      const start = yield* Effect.fork(
+        Effect.scoped(
+          RedisStore.make({
+            maxUserQueue: 1,
+            redis: `redis://127.0.0.1:${port}`,
+            timeout: "20 seconds",
+            leaseTime: "200 seconds"
+          })
+        )
+      )
+      yield* Deferred.await(connected)
+      expect(Exit.isInterrupted(yield* Fiber.interrupt(start))).toBe(true)
+      yield* eventually(
+        "the start's connection is closed",
+        Effect.sync(() => sockets.size),
+        (open) => open === 0
+      )
     }).pipe(Effect.scoped)
   )
 

@@ -165,10 +165,10 @@ const byFunctions = async (redis: Client, timeoutMillis: number): Promise<Run> =
 /** Whether Redis refused a command for want of an ACL permission. */
 export const isNoPermission = (error: unknown) => describe(error).startsWith("NOPERM")
 
-const clientClosed = "the client has been closed (quit or disconnect)"
+const clientClosed = "the client has been closed (quit, disconnect, or it stopped reconnecting)"
 
 /** Why starting failed, when the error tells: nothing listening, a wrong user or password, a permission the ACL user lacks. */
-const knownFailure = (error: string, step: string): string | undefined => {
+const knownFailure = (error: string, step: string, caller: boolean): string | undefined => {
   if (/ECONNREFUSED/.test(error)) return `connection refused (${error}): is Redis listening there?`
   if (/^(WRONGPASS|NOAUTH)|invalid username-password/.test(error)) {
     return `authentication failed (${error}): check the user and password of the URL or options`
@@ -176,7 +176,9 @@ const knownFailure = (error: string, step: string): string | undefined => {
   if (/^NOPERM/.test(error)) return `the ACL user may not run what ${step} needs (${error})`
   if (error === clientClosed) return `${error}: a client passed as redis must be open`
   if (/^Connection is closed/.test(error)) {
-    return `the connection was closed while ${step}: was the client passed in closed, or did Redis drop it?`
+    return caller
+      ? `the connection was closed while ${step}: was the client passed in closed, or did Redis drop it?`
+      : `the connection was closed while ${step}; is it a Redis server?`
   }
   return undefined
 }
@@ -185,8 +187,8 @@ const knownFailure = (error: string, step: string): string | undefined => {
  * Why starting failed, told apart: nothing listening, a wrong user or password, a permission the
  * ACL user lacks (Redis names the command), or a server that does not speak Redis at all.
  */
-const startFailure = (error: string, step: string): string =>
-  knownFailure(error, step) ?? `${error} while ${step}; is it a Redis server?`
+const startFailure = (error: string, step: string, caller: boolean): string =>
+  knownFailure(error, step, caller) ?? `${error} while ${step}; is it a Redis server?`
 
 /** A server's version as a number: 6.2 is 602. */
 const versionOf = (info: string) => {
@@ -205,7 +207,10 @@ const connected = (redis: Client): { readonly ready: Promise<unknown>; readonly 
   if (redis.status === "wait") return { ready: redis.connect(), stop: () => {} }
   if (redis.status === "ready") return { ready: Promise.resolve(), stop: () => {} }
   const closed = new Error(clientClosed)
-  if (redis.status === "end") return { ready: Promise.reject(closed), stop: () => {} }
+  // a Cluster quit before it was ready stays "disconnecting" and never ends
+  if (redis.status === "end" || (isCluster(redis) && redis.status === "disconnecting")) {
+    return { ready: Promise.reject(closed), stop: () => {} }
+  }
   let onReady = () => {}
   let onEnd = () => {}
   const ready = new Promise<void>((resolve, reject) => {
@@ -234,6 +239,7 @@ export const connect = (
   duplicate = false
 ): Effect.Effect<Connection, StoreUnavailable, Scope.Scope> =>
   Effect.acquireRelease(
+    // interruptible: a start given up on (a timeout around the layer) stops at once, releasing what it opened
     Effect.async<Connection, StoreUnavailable>((resume) => {
       const settings: RedisOptions = {
         lazyConnect: true,
@@ -277,7 +283,7 @@ export const connect = (
         () =>
           fail(
             step === "connecting"
-              ? (knownFailure(lastError, step) ?? `could not connect within ${budget} ms (${lastError})`)
+              ? (knownFailure(lastError, step, caller) ?? `could not connect within ${budget} ms (${lastError})`)
               : `no answer within ${budget} ms while ${step}; is it a Redis server?`
           ),
         budget
@@ -305,10 +311,10 @@ export const connect = (
           }
           // ioredis selects the database on its own but only logs a refusal, and goes on in database 0;
           // database 0 is where a connection starts (and some hosted Redis refuse SELECT altogether);
-          // a client of the caller's stays in the database it is in
+          // a client of the caller's stays in the database it is in, and its duplicate only subscribes
           step = `selecting database ${database}`
           const selected =
-            database === 0 || caller
+            database === 0 || isClient(target)
               ? undefined
               : await redis.select(database).then(
                   () => undefined,
@@ -333,14 +339,16 @@ export const connect = (
         })
         // a connection that failed says only that it is closed: the socket's error says why
         .catch((error: unknown) =>
-          fail(startFailure(step === "connecting" && lastError !== "no answer" ? lastError : describe(error), step))
+          fail(
+            startFailure(step === "connecting" && lastError !== "no answer" ? lastError : describe(error), step, caller)
+          )
         )
       return Effect.sync(() => {
         settled = true
         clearTimeout(timer)
         release()
       })
-    }),
+    }).pipe(Effect.interruptible),
     // a Redis that does not answer (paused, cut off) is not waited for; the caller's client stays open
     ({ redis, within, release }) =>
       redis === target
