@@ -201,7 +201,7 @@ const finish = (env: Env, all: ReadonlyArray<Worker>, options: FinishOptions = {
     expect(env.witness.overflow).toBe(0)
     expect(
       longest.ms,
-      `the longest reject-mode call (${longest.worker}, event-loop lag up to ${longest.lagMs.toFixed(0)} ms)`
+      `the longest reject-mode call (${longest.worker}), less ${longest.starvedMs.toFixed(0)} ms its process was starved`
     ).toBeLessThanOrEqual(b.call)
     const counts = totals(all)
     const defects = all.flatMap((w) => w.latest?.defects ?? [])

@@ -378,13 +378,19 @@ export const leftovers = (env: Env, since = now()): Effect.Effect<Leftovers> =>
     }
   }).pipe(Effect.scoped)
 
-/** The longest reject-mode call of `workers` (their last reports), and which worker made it. */
+/**
+ * The longest reject-mode call of `workers` (their last reports) with the time its process's
+ * fibers could not run taken out (what the library answers for), which worker made it, and the
+ * longest call as measured.
+ */
 export const longestRejectCall = (workers: ReadonlyArray<Worker>) => {
-  let longest = { ms: 0, worker: "", lagMs: 0 }
+  let longest = { ms: 0, worker: "", starvedMs: 0, measuredMs: 0 }
   for (const w of workers) {
     const total = w.latest?.total
-    if (total !== undefined && total.rejectMax > longest.ms)
-      longest = { ms: total.rejectMax, worker: w.name, lagMs: total.lagMax }
+    if (total === undefined) continue
+    longest.measuredMs = Math.max(longest.measuredMs, total.rejectMax)
+    if (total.ownMax > longest.ms)
+      longest = { ...longest, ms: total.ownMax, worker: w.name, starvedMs: total.ownStarved }
   }
   return longest
 }

@@ -142,6 +142,14 @@ export interface Window {
   readonly rejectMaxAt: number
   /** The longest event-loop delay seen, ms (a stalled worker inflates every latency it measures). */
   readonly lagMax: number
+  /** The longest a fiber woken by a 10 ms timer ran late. */
+  readonly fiberLagMax: number
+  /**
+   * The longest reject-mode call less the time this process's fibers could not run meanwhile
+   * (measured by a probe fiber), ms: what the bound applies to; and that time, for it.
+   */
+  readonly ownMax: number
+  readonly ownStarved: number
   /** `StoreUnavailable` failures by reason (its first words). */
   readonly unavailable: Record<string, number>
 }

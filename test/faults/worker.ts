@@ -51,11 +51,28 @@ class Tally {
   rejectMax = 0
   rejectMaxAt = 0
   lagMax = 0
+  fiberLagMax = 0
+  ownMax = 0
+  ownStarved = 0
   unavailable: Record<string, number> = {}
   constructor(readonly from: number) {}
   window(to: number): Window {
-    const { counts, reject, grant, rejectMax, rejectMaxAt, lagMax, unavailable, from } = this
-    return { from, to, counts, reject, grant, rejectMax, rejectMaxAt, lagMax, unavailable }
+    const { counts, reject, grant, rejectMax, rejectMaxAt, lagMax, fiberLagMax, ownMax, ownStarved } = this
+    const { unavailable, from } = this
+    return {
+      from,
+      to,
+      counts,
+      reject,
+      grant,
+      rejectMax,
+      rejectMaxAt,
+      lagMax,
+      fiberLagMax,
+      ownMax,
+      ownStarved,
+      unavailable
+    }
   }
 }
 let window = new Tally(now())
@@ -72,6 +89,58 @@ const defects: Array<string> = []
 const lag = monitorEventLoopDelay({ resolution: 10 })
 lag.enable()
 
+/**
+ * The fiber probe's samples over the last 10 s, oldest first: when it woke, and how late (ms).
+ * Its lateness is time this process's fibers could not run: CPU taken by the others, or
+ * thousands of fibers queued in Effect's scheduler ahead of it.
+ */
+const probes: Array<readonly [at: number, late: number]> = []
+const PROBE_MS = 10
+const PROBE_NOISE_MS = 5
+
+/** How long this process's fibers were kept from running within [from, to]: the probe's late spans there, summed. */
+const starvedWithin = (from: number, to: number) => {
+  let lo = 0
+  let hi = probes.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (probes[mid]![0] <= from) lo = mid + 1
+    else hi = mid
+  }
+  let starved = 0
+  for (let i = lo; i < probes.length; i++) {
+    const [at, late] = probes[i]!
+    if (at - late - PROBE_MS >= to) break
+    // a timer's usual few ms of lateness is not starvation: only what goes beyond counts
+    const beyond = late - PROBE_NOISE_MS
+    if (beyond > 0) starved += Math.max(0, Math.min(at, to) - Math.max(at - beyond, from))
+  }
+  return starved
+}
+
+/** Reject-mode calls longer than the timeout, judged once the probe has covered them (at the next report). */
+let longCalls: Array<{ readonly start: number; readonly end: number }> = []
+
+/** A long call's time less what the process was starved of meanwhile: the part the library answers for. */
+const judgeLongCalls = (at: number) => {
+  const later: typeof longCalls = []
+  for (const call of longCalls) {
+    if (call.end > at - 5 * PROBE_MS) {
+      later.push(call)
+      continue
+    }
+    const starved = starvedWithin(call.start, call.end)
+    const own = call.end - call.start - starved
+    for (const tally of [window, total]) {
+      if (own > tally.ownMax) {
+        tally.ownMax = own
+        tally.ownStarved = starved
+      }
+    }
+  }
+  longCalls = later
+}
+
 /** The library's warnings and errors, counted (passing tests stay quiet). */
 const logger = Logger.make(({ logLevel, message }) => {
   if (logLevel._tag !== "Warning" && logLevel._tag !== "Error" && logLevel._tag !== "Fatal") return
@@ -82,6 +151,7 @@ const logger = Logger.make(({ logLevel, message }) => {
 
 const report = (type: "report" | "final") => {
   const at = now()
+  judgeLongCalls(type === "final" ? Infinity : at)
   const lagMs = lag.max / 1e6
   lag.reset()
   window.lagMax = lagMs
@@ -152,7 +222,9 @@ const request = (queue: QueueManager.Service, witness: WitnessClient, spec: Load
               tally.rejectMax = took
               tally.rejectMaxAt = start
             }
+            if (took <= args.timeoutMs) tally.ownMax = Math.max(tally.ownMax, took)
           }
+          if (took > args.timeoutMs) longCalls.push({ start, end: start + took })
         }
         return classify(exit)
       })
@@ -270,6 +342,22 @@ const program = Effect.gen(function* () {
       { concurrency: "unbounded", discard: true }
     )
   )
+  // how late a fiber woken by a timer runs: the event loop may turn on time while fibers queue
+  // in Effect's scheduler behind thousands of others (this process short of CPU)
+  const fiberLag = yield* Effect.fork(
+    Effect.forever(
+      Effect.gen(function* () {
+        const from = now()
+        yield* Effect.sleep(PROBE_MS)
+        const at = now()
+        const late = Math.max(0, at - from - PROBE_MS)
+        probes.push([at, late])
+        while (probes[0]![0] < at - 10_000) probes.shift()
+        window.fiberLagMax = Math.max(window.fiberLagMax, late)
+        total.fiberLagMax = Math.max(total.fiberLagMax, late)
+      })
+    )
+  )
   const reporter = yield* Effect.fork(
     Effect.repeat(
       Effect.promise(() => report("report")),
@@ -301,6 +389,7 @@ const program = Effect.gen(function* () {
         if (command === "close") yield* closeLayer
         yield* Fiber.interrupt(load)
         yield* Fiber.interrupt(reporter)
+        yield* Fiber.interrupt(fiberLag)
         yield* Effect.promise(() => report("final"))
         if (command === "stop") yield* closeLayer
         return
