@@ -8,8 +8,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import * as RedisStore from "../../src/RedisStore.js"
 import { eventually } from "../eventually.js"
-import { cli, clientOf, masterOf } from "./helpers.js"
-import { startCluster } from "./setup.js"
+import { cli, failoverCluster } from "./helpers.js"
 
 const USERS = 8
 
@@ -18,16 +17,8 @@ describe("Redis Cluster failover", () => {
     "a manual failover under load: no limit passed, nothing left held, grants go on after it",
     () =>
       Effect.gen(function* () {
-        const cluster = yield* Effect.acquireRelease(
-          Effect.promise(() => startCluster(3, 1)),
-          (started) => Effect.promise(() => started.stop())
-        )
-        const first = yield* clientOf(cluster.masters)
-        const second = yield* clientOf(cluster.masters)
-        yield* Effect.promise(() => Promise.all([first.ping(), second.ping()]))
         const prefix = "failover"
-        const master = yield* masterOf(first, `{${prefix}}:h`)
-        const replica = Number(/slave0:ip=[^,]+,port=(\d+)/.exec(yield* cli(master, "INFO", "replication"))![1])
+        const { first, second, replica } = yield* failoverCluster(prefix)
         const options: RedisStore.Options = { maxUserQueue: 1, prefix, leaseTime: "4 seconds", timeout: "500 millis" }
         const stores = [
           yield* RedisStore.make({ ...options, redis: first }),

@@ -1,6 +1,6 @@
 import { Effect } from "effect"
 import { Cluster } from "ioredis"
-import { cli as askNode } from "./setup.js"
+import { cli as askNode, startCluster } from "./setup.js"
 
 /** Asks `port` a question with `redis-cli`: its answer's text ("" if it failed). */
 export const cli = (port: number, ...args: ReadonlyArray<string>) => Effect.promise(() => askNode(port, ...args))
@@ -28,3 +28,21 @@ export const clientOf = (ports: ReadonlyArray<number>) =>
     Effect.sync(() => new Cluster(ports.map((port) => ({ host: "127.0.0.1", port })))),
     (client) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
   )
+
+/**
+ * A cluster of the test's own (three masters with a replica each, stopped with the scope), two
+ * clients of it (two processes), and the ports of the master serving `prefix` and of its replica.
+ */
+export const failoverCluster = (prefix: string) =>
+  Effect.gen(function* () {
+    const cluster = yield* Effect.acquireRelease(
+      Effect.promise(() => startCluster(3, 1)),
+      (started) => Effect.promise(() => started.stop())
+    )
+    const first = yield* clientOf(cluster.masters)
+    const second = yield* clientOf(cluster.masters)
+    yield* Effect.promise(() => Promise.all([first.ping(), second.ping()]))
+    const master = yield* masterOf(first, `{${prefix}}:h`)
+    const replica = Number(/slave0:ip=[^,]+,port=(\d+)/.exec(yield* cli(master, "INFO", "replication"))![1])
+    return { first, second, master, replica }
+  })

@@ -16,8 +16,7 @@ import { Deferred, Effect, Exit, Fiber } from "effect"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
 import { eventually } from "../eventually.js"
-import { cli, clientOf, masterOf } from "./helpers.js"
-import { startCluster } from "./setup.js"
+import { cli, failoverCluster } from "./helpers.js"
 
 const pidOf = (port: number) =>
   Effect.map(cli(port, "INFO", "server"), (info) => Number(/process_id:(\d+)/.exec(info)![1]))
@@ -27,15 +26,8 @@ describe("Redis Cluster lossy failover", () => {
     "a grant lost with its master: its holder is told within a renewal round, the overlap is no longer, nothing stays held",
     () =>
       Effect.gen(function* () {
-        const cluster = yield* Effect.acquireRelease(
-          Effect.promise(() => startCluster(3, 1)),
-          (started) => Effect.promise(() => started.stop())
-        )
-        const [first, second] = [yield* clientOf(cluster.masters), yield* clientOf(cluster.masters)]
-        yield* Effect.promise(() => Promise.all([first.ping(), second.ping()]))
         const prefix = "lossy"
-        const master = yield* masterOf(first, `{${prefix}}:h`)
-        const replica = Number(/slave0:ip=[^,]+,port=(\d+)/.exec(yield* cli(master, "INFO", "replication"))![1])
+        const { first, second, master, replica } = yield* failoverCluster(prefix)
         const [masterPid, replicaPid] = [yield* pidOf(master), yield* pidOf(replica)]
         // a stopped replica must not outlive a failed test stopped: SIGKILL reaches it too, at the end
         yield* Effect.addFinalizer(() => Effect.sync(() => process.kill(replicaPid, "SIGCONT")))

@@ -19,6 +19,28 @@ import {
 } from "./helpers.js"
 import { freePort, startRedis } from "./server.js"
 
+/** A TCP server on a free loopback port that hands each connection to `onConnect`; its open sockets; closed with the scope. */
+const tcpServer = (onConnect: (socket: Socket) => void) =>
+  Effect.gen(function* () {
+    const sockets = new Set<Socket>()
+    const server = yield* Effect.acquireRelease(
+      Effect.async<Server>((resume) => {
+        const s = createServer((socket) => {
+          sockets.add(socket)
+          socket.on("close", () => sockets.delete(socket))
+          onConnect(socket)
+        })
+        s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
+      }),
+      (s) =>
+        Effect.async<void>((resume) => {
+          for (const socket of sockets) socket.destroy()
+          s.close(() => resume(Effect.void))
+        })
+    )
+    return { port: (server.address() as { port: number }).port, sockets }
+  })
+
 describe("Redis store", () => {
   it.scoped("limits are shared across processes", () =>
     Effect.gen(function* () {
@@ -667,24 +689,8 @@ describe("Redis store", () => {
   it.live("a start given up on (interrupted) stops at once and closes what it opened", () =>
     Effect.gen(function* () {
       // a server that takes connections and never answers: the start would wait out its budget
-      const sockets = new Set<Socket>()
       const connected = yield* Deferred.make<void>()
-      const server = yield* Effect.acquireRelease(
-        Effect.async<Server>((resume) => {
-          const s = createServer((socket) => {
-            sockets.add(socket)
-            socket.on("close", () => sockets.delete(socket))
-            Deferred.unsafeDone(connected, Effect.void)
-          })
-          s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
-        }),
-        (s) =>
-          Effect.async<void>((resume) => {
-            for (const socket of sockets) socket.destroy()
-            s.close(() => resume(Effect.void))
-          })
-      )
-      const { port } = server.address() as { port: number }
+      const { port, sockets } = yield* tcpServer(() => Deferred.unsafeDone(connected, Effect.void))
       // a budget of five 20 s timeouts: were the start not interruptible, the test would time out
       const start = yield* Effect.fork(
         Effect.scoped(
@@ -708,22 +714,7 @@ describe("Redis store", () => {
 
   it.live("a server that is not Redis is refused with a clear error", () =>
     Effect.gen(function* () {
-      const sockets = new Set<Socket>()
-      const server = yield* Effect.acquireRelease(
-        Effect.async<Server>((resume) => {
-          const s = createServer((socket) => {
-            sockets.add(socket)
-            socket.end("HTTP/1.1 400 Bad Request\r\n\r\n")
-          })
-          s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
-        }),
-        (s) =>
-          Effect.async<void>((resume) => {
-            for (const socket of sockets) socket.destroy()
-            s.close(() => resume(Effect.void))
-          })
-      )
-      const { port } = server.address() as { port: number }
+      const { port } = yield* tcpServer((socket) => socket.end("HTTP/1.1 400 Bad Request\r\n\r\n"))
       const exit = yield* Effect.exit(
         Layer.build(RedisStore.layer({ maxUserQueue: 1, redis: `redis://127.0.0.1:${port}`, timeout: "500 millis" }))
       )
