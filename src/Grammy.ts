@@ -191,6 +191,7 @@ export const middleware = <C extends Context = Context>(
   return async (ctx, next) => {
     const decision = decide(rule, key(ctx))
     if (decision._tag === "Pass") return next()
+    let handled = false
     const guarded: Effect.Effect<void, Failure, QueueManager.QueueManager> =
       decision._tag === "Refuse"
         ? Effect.fail(decision.error)
@@ -198,11 +199,21 @@ export const middleware = <C extends Context = Context>(
             queue.withSlot(decision.userId, { ...options.slotOptions, bypassUserLimit: alwaysBypass || bypass(ctx) })(
               // a promise cannot be stopped: the slot stays counted until the rest of the chain has
               // settled, and a lease lost meanwhile (Redis) is reported after it
-              Effect.uninterruptible(Effect.promise(() => next()))
+              Effect.uninterruptible(
+                Effect.promise(() => {
+                  handled = true
+                  return next()
+                })
+              )
             )
           )
     const exit = await run(guarded)
     if (Exit.isSuccess(exit)) return
+    // interrupted only: the manager closed with its runtime (disposed) while the update was on
+    // its way; handled by then, it is done, otherwise it is refused as a shutdown refuses
+    if (Cause.isInterruptedOnly(exit.cause) && decision._tag === "Slot") {
+      return handled ? undefined : onRefused(ctx, new QueueManager.QueueShutdown({ userId: decision.userId }), next)
+    }
     const refusal = Cause.failureOption(exit.cause)
     // a defect is an error of the rest of the chain (or an interruption), and a lost lease (Redis)
     // comes after the handling started: grammY gets them as they were

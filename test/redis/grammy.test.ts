@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, ManagedRuntime } from "effect"
 import { Bot, BotError } from "grammy"
 import * as QueueGrammy from "../../src/Grammy.js"
 import { QueueManager } from "../../src/index.js"
@@ -57,5 +57,58 @@ describe("grammY middleware on the Redis store", () => {
       expect(at).toBeGreaterThanOrEqual(finishedAt)
       yield* idle.await
     })
+  )
+
+  it.scopedLive(
+    "a runtime disposed mid-update: the update running ends as handled, one waiting is told the bot is restarting",
+    () =>
+      Effect.gen(function* () {
+        const prefix = uniquePrefix()
+        yield* Effect.addFinalizer(() => deleteKeys(prefix))
+        const runtime = ManagedRuntime.make(RedisStore.layer({ maxUserQueue: 1, redis: redisUrl, prefix }))
+        const queue = yield* Effect.promise(() => runtime.runPromise(QueueManager.QueueManager))
+        const api = yield* startBotApi
+        const bot = new Bot("42:TEST", { botInfo, client: { apiRoot: api.apiRoot } })
+        let entered = () => {}
+        const inHandler = new Promise<void>((resolve) => (entered = resolve))
+        let finish = () => {}
+        const gate = new Promise<void>((resolve) => (finish = resolve))
+        let handled = 0
+        bot.use(QueueGrammy.middleware(runtime, { slotOptions: { onFull: "wait" } }))
+        bot.use(async () => {
+          entered()
+          await gate
+          handled++
+        })
+        const update = (id: number) => ({
+          update_id: id,
+          message: {
+            message_id: id,
+            date: 0,
+            chat: { id: 7, type: "private" as const, first_name: "x" },
+            from: { id: 7, is_bot: false, first_name: "x" },
+            text: "a link"
+          }
+        })
+        const outcome = (p: Promise<void>) =>
+          p.then(
+            () => "handled or refused",
+            (error: unknown) => `threw ${error instanceof BotError ? String(error.error) : String(error)}`
+          )
+        const running = outcome(bot.handleUpdate(update(1)))
+        yield* Effect.promise(() => inHandler)
+        const waiting = outcome(bot.handleUpdate(update(2)))
+        yield* Effect.promise(() => runtime.runPromise(Effect.repeat(queue.stats, { until: (s) => s.waiting === 1 })))
+        // closing waits for the update running (its chain cannot be stopped)
+        const disposed = runtime.dispose()
+        expect(yield* Effect.promise(() => waiting)).toBe("handled or refused")
+        finish()
+        yield* Effect.promise(() => disposed)
+        expect(yield* Effect.promise(() => running)).toBe("handled or refused")
+        expect(handled).toBe(1)
+        expect(api.callsOf("sendMessage").map((c) => c.payload.text)).toEqual([
+          "The bot is restarting. Try again in a moment."
+        ])
+      })
   )
 })
