@@ -24,7 +24,7 @@
  */
 import { Cause, Effect, Exit, Option } from "effect"
 import type { Context, MiddlewareFn, NextFunction } from "grammy"
-import { makeRunner, type QueueRuntime } from "./internal/runner.js"
+import { makeRunner, type QueueRuntime, unstoppable } from "./internal/runner.js"
 import { badOption, checkFunction, checkRule, decide } from "./internal/userKey.js"
 import type { MissingKeyRule, MissingUserKey, SlotRefusal } from "./internal/userKey.js"
 import { QueueManager } from "./index.js"
@@ -149,8 +149,10 @@ const isRefusal = (failure: unknown): failure is Refusal =>
  * grammY unchanged. A refused update goes to `onRefused` (by default a reply, one per chat per
  * `replyCooldown`), not to `next()`. With the Redis store, a slot
  * whose lease is lost while the chain runs stays counted until the chain settles, and the
- * middleware then throws `LeaseLost`. Throws an `IllegalArgumentException` naming the option
- * and the value when an option is invalid.
+ * middleware then throws `LeaseLost`. When the runtime is disposed (the Redis store's closing
+ * stops holders and waiters), an update whose chain had fulfilled ends as handled, and one not
+ * yet started goes to `onRefused` with `QueueShutdown`. Throws an `IllegalArgumentException`
+ * naming the option and the value when an option is invalid.
  *
  * The limit counts updates handled at the same time: with `bot.start()` grammY handles one
  * update after the other, so use webhooks or a concurrent runner (`@grammyjs/runner`).
@@ -191,20 +193,15 @@ export const middleware = <C extends Context = Context>(
   return async (ctx, next) => {
     const decision = decide(rule, key(ctx))
     if (decision._tag === "Pass") return next()
-    let handled = false
+    // the slot stays counted until the rest of the chain has settled, and a lease lost meanwhile
+    // (Redis) is reported after it
+    const chain = unstoppable(next)
     const guarded: Effect.Effect<void, Failure, QueueManager.QueueManager> =
       decision._tag === "Refuse"
         ? Effect.fail(decision.error)
         : Effect.flatMap(QueueManager.QueueManager, (queue) =>
             queue.withSlot(decision.userId, { ...options.slotOptions, bypassUserLimit: alwaysBypass || bypass(ctx) })(
-              // a promise cannot be stopped: the slot stays counted until the rest of the chain has
-              // settled, and a lease lost meanwhile (Redis) is reported after it
-              Effect.uninterruptible(
-                Effect.promise(() => {
-                  handled = true
-                  return next()
-                })
-              )
+              chain.effect
             )
           )
     const exit = await run(guarded)
@@ -212,11 +209,12 @@ export const middleware = <C extends Context = Context>(
     // interrupted only: the manager closed with its runtime (disposed) while the update was on
     // its way; handled by then, it is done, otherwise it is refused as a shutdown refuses
     if (Cause.isInterruptedOnly(exit.cause) && decision._tag === "Slot") {
-      return handled ? undefined : onRefused(ctx, new QueueManager.QueueShutdown({ userId: decision.userId }), next)
+      if (chain.fulfilled() !== undefined) return
+      return onRefused(ctx, new QueueManager.QueueShutdown({ userId: decision.userId }), next)
     }
     const refusal = Cause.failureOption(exit.cause)
-    // a defect is an error of the rest of the chain (or an interruption), and a lost lease (Redis)
-    // comes after the handling started: grammY gets them as they were
+    // a defect is an error of the rest of the chain, and a lost lease (Redis) comes after the
+    // handling started: grammY gets them as they were
     if (Option.isNone(refusal) || !isRefusal(refusal.value)) throw Cause.squash(exit.cause)
     await onRefused(ctx, refusal.value, next)
   }

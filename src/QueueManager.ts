@@ -277,7 +277,9 @@ export interface PromiseQueue {
    * Runs `work` inside a slot of `userId` and resolves with its result; refused, rejects with
    * `QueueFull` / `QueueShutdown` (or `StoreUnavailable`) without running it. A promise cannot
    * be stopped: on the Redis store a slot lost while `work` runs stays counted until it
-   * settles, then the call rejects with `LeaseLost`.
+   * settles, then the call rejects with `LeaseLost`. A runtime disposed while `work` runs (the
+   * Redis store's closing stops its holders) resolves with the work's result once it settles;
+   * one disposed before the work started rejects with `QueueShutdown`.
    */
   readonly withSlot: <A>(userId: UserId, work: (slot: Slot) => A | PromiseLike<A>, options?: SlotOptions) => Promise<A>
   readonly tryAcquire: (userId: UserId, options?: AcquireOptions) => Promise<boolean>

@@ -1,42 +1,54 @@
 import { Cause, Effect, Exit, Option } from "effect"
-import type { AcquireOptions, PromiseQueue, QueueManager, Service, SlotOptions, UserId } from "../QueueManager.js"
+import type { AcquireOptions, PromiseQueue, QueueManager, Service, Slot, SlotOptions, UserId } from "../QueueManager.js"
 import { QueueShutdown } from "./errors.js"
-import { makeRunner, type QueueRuntime } from "./runner.js"
+import { makeRunner, type QueueRuntime, unstoppable } from "./runner.js"
 
 const module = "effect-queue-manager/QueueManager.toPromise"
 
 /**
  * The value of `exit`, or what it failed with as it was: the library's own error, the work's
  * rejection, the error of a layer that failed to build. A call of `userId` only interrupted was
- * cut short by the store closing (the runtime disposed): `QueueShutdown`.
+ * cut short by the store closing (the runtime disposed): its work's value if the work had
+ * fulfilled by then (`done`), otherwise `QueueShutdown`.
  */
 const settle =
-  (userId?: UserId) =>
-  <A>(exit: Exit.Exit<A, unknown>): A => {
+  <A>(userId?: UserId, done?: () => { readonly value: A } | undefined) =>
+  (exit: Exit.Exit<A, unknown>): A => {
     if (Exit.isSuccess(exit)) return exit.value
-    if (userId !== undefined && Cause.isInterruptedOnly(exit.cause)) throw new QueueShutdown({ userId })
+    if (userId !== undefined && Cause.isInterruptedOnly(exit.cause)) {
+      const fulfilled = done?.()
+      if (fulfilled !== undefined) return fulfilled.value
+      throw new QueueShutdown({ userId })
+    }
     throw Cause.squash(exit.cause)
   }
 
 /** The manager `tag` finds in `runtime`, for code that is not Effect: see `QueueManager.toPromise`. */
 export const toPromise = (runtime: QueueRuntime, tag: Effect.Effect<Service, never, QueueManager>): PromiseQueue => {
   const run = makeRunner(module, runtime)
-  const withQueue = <A, E>(f: (queue: Service) => Effect.Effect<A, E>, userId?: UserId) =>
-    run(Effect.flatMap(tag, f)).then(settle(userId))
+  const withQueue = <A, E>(
+    f: (queue: Service) => Effect.Effect<A, E>,
+    userId?: UserId,
+    done?: () => { readonly value: A } | undefined
+  ) => run(Effect.flatMap(tag, f)).then(settle(userId, done))
   return {
-    withSlot: (userId: UserId, work, options?: SlotOptions) =>
-      withQueue(
+    withSlot: <A>(userId: UserId, work: (slot: Slot) => PromiseLike<A> | A, options?: SlotOptions) => {
+      let started: ReturnType<typeof unstoppable<A>> | undefined
+      return withQueue(
         (queue) =>
           queue.withSlot(
             userId,
             options
-          )((slot) =>
-            // a promise cannot be stopped: the slot stays held until it settles (a lost lease, on
-            // Redis, rejects with LeaseLost once it has)
-            Effect.uninterruptible(Effect.promise(async () => work(slot)))
-          ),
-        userId
-      ),
+          )((slot) => {
+            // the slot stays held until the work settles (a lost lease, on Redis, rejects with
+            // LeaseLost once it has)
+            started = unstoppable(() => work(slot))
+            return started.effect
+          }),
+        userId,
+        () => started?.fulfilled()
+      )
+    },
     tryAcquire: (userId: UserId, options?: AcquireOptions) =>
       withQueue((queue) => queue.tryAcquire(userId, options), userId),
     release: (userId: UserId) => withQueue((queue) => queue.release(userId), userId),

@@ -43,3 +43,21 @@ export const makeRunner = (module: string, runtime: QueueRuntime): Run => {
   }
   return badOption(module, "runtime", "a Runtime or a ManagedRuntime", runtime)
 }
+
+/**
+ * A promise of code that is not Effect (a slot's work, the rest of a grammY chain) as an effect:
+ * uninterruptible, as a promise cannot be stopped, and remembering whether it fulfilled and
+ * with what. A run that ends interrupted only (the runtime disposed, closing the store) after
+ * the work fulfilled has still done the work: `fulfilled` tells the caller so.
+ */
+export const unstoppable = <A>(work: () => PromiseLike<A> | A) => {
+  let fulfilled: { readonly value: A } | undefined
+  const effect = Effect.uninterruptible(
+    Effect.promise(async () => {
+      const value = await work()
+      fulfilled = { value }
+      return value
+    })
+  )
+  return { effect, fulfilled: () => fulfilled }
+}

@@ -5,6 +5,7 @@ import * as QueueGrammy from "../../src/Grammy.js"
 import { QueueManager } from "../../src/index.js"
 import * as RedisStore from "../../src/RedisStore.js"
 import { botInfo, startBotApi } from "../botApiStandIn.js"
+import { privateMessage } from "../telegramUpdates.js"
 import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
 import { loseState } from "./helpers.js"
 
@@ -74,41 +75,37 @@ describe("grammY middleware on the Redis store", () => {
         let finish = () => {}
         const gate = new Promise<void>((resolve) => (finish = resolve))
         let handled = 0
-        bot.use(QueueGrammy.middleware(runtime, { slotOptions: { onFull: "wait" } }))
+        const refused: Array<string> = []
+        bot.use(
+          QueueGrammy.middleware(runtime, {
+            slotOptions: { onFull: "wait" },
+            onRefused: (ctx, refusal) => void refused.push(`${ctx.update.update_id}: ${refusal._tag}`)
+          })
+        )
         bot.use(async () => {
           entered()
           await gate
           handled++
         })
-        const update = (id: number) => ({
-          update_id: id,
-          message: {
-            message_id: id,
-            date: 0,
-            chat: { id: 7, type: "private" as const, first_name: "x" },
-            from: { id: 7, is_bot: false, first_name: "x" },
-            text: "a link"
-          }
-        })
         const outcome = (p: Promise<void>) =>
           p.then(
-            () => "handled or refused",
+            () => "ended",
             (error: unknown) => `threw ${error instanceof BotError ? String(error.error) : String(error)}`
           )
-        const running = outcome(bot.handleUpdate(update(1)))
+        const [first, second] = [privateMessage(7), privateMessage(7)]
+        const running = outcome(bot.handleUpdate(first))
         yield* Effect.promise(() => inHandler)
-        const waiting = outcome(bot.handleUpdate(update(2)))
+        const waiting = outcome(bot.handleUpdate(second))
         yield* Effect.promise(() => runtime.runPromise(Effect.repeat(queue.stats, { until: (s) => s.waiting === 1 })))
         // closing waits for the update running (its chain cannot be stopped)
         const disposed = runtime.dispose()
-        expect(yield* Effect.promise(() => waiting)).toBe("handled or refused")
+        expect(yield* Effect.promise(() => waiting)).toBe("ended")
         finish()
         yield* Effect.promise(() => disposed)
-        expect(yield* Effect.promise(() => running)).toBe("handled or refused")
+        expect(yield* Effect.promise(() => running)).toBe("ended")
         expect(handled).toBe(1)
-        expect(api.callsOf("sendMessage").map((c) => c.payload.text)).toEqual([
-          "The bot is restarting. Try again in a moment."
-        ])
+        // the update waiting is refused as a shutdown refuses; the one handled is not
+        expect(refused).toEqual([`${second.update_id}: QueueShutdown`])
       })
   )
 })

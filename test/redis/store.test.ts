@@ -489,33 +489,43 @@ describe("Redis store", () => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("toPromise: a runtime disposed while work runs rejects the call with QueueShutdown once the work ends", () =>
-    Effect.gen(function* () {
-      const prefix = uniquePrefix()
-      yield* Effect.addFinalizer(() => deleteKeys(prefix))
-      const runtime = ManagedRuntime.make(RedisStore.layer({ maxUserQueue: 1, redis: redisUrl, prefix }))
-      const queue = QueueManager.toPromise(runtime)
-      let finished = false
-      const call = queue
-        .withSlot("u", async () => {
+  it.live(
+    "toPromise: a runtime disposed while work runs: the work's result once it ends; a call still waiting: QueueShutdown",
+    () =>
+      Effect.gen(function* () {
+        const prefix = uniquePrefix()
+        yield* Effect.addFinalizer(() => deleteKeys(prefix))
+        const runtime = ManagedRuntime.make(RedisStore.layer({ maxUserQueue: 1, redis: redisUrl, prefix }))
+        const queue = QueueManager.toPromise(runtime)
+        let runs = 0
+        const work = async () => {
+          runs++
           await new Promise((resolve) => setTimeout(resolve, 300))
-          finished = true
           return "result"
-        })
-        .then(
-          () => undefined,
-          (e: unknown) => e
+        }
+        const outcome = (call: Promise<string>) =>
+          call.then(
+            (value) => value,
+            (e: unknown) => e
+          )
+        const running = outcome(queue.withSlot("u", work))
+        yield* eventually(
+          "the work runs",
+          Effect.promise(() => queue.stats()),
+          (s) => s.inFlight === 1
         )
-      yield* eventually(
-        "the work runs",
-        Effect.promise(() => queue.stats()),
-        (s) => s.inFlight === 1
-      )
-      yield* Effect.promise(() => runtime.dispose())
-      const error = yield* Effect.promise(() => call)
-      expect(finished).toBe(true)
-      expect(error).toBeInstanceOf(QueueManager.QueueShutdown)
-    }).pipe(Effect.scoped)
+        const waiting = outcome(queue.withSlot("u", work, { onFull: "wait" }))
+        yield* eventually(
+          "the second call waits",
+          Effect.promise(() => queue.stats()),
+          (s) => s.waiting === 1
+        )
+        yield* Effect.promise(() => runtime.dispose())
+        // the work ran to its end in its slot: its result, not a refusal that would be retried
+        expect(yield* Effect.promise(() => running)).toBe("result")
+        expect(yield* Effect.promise(() => waiting)).toBeInstanceOf(QueueManager.QueueShutdown)
+        expect(runs).toBe(1)
+      }).pipe(Effect.scoped)
   )
 
   it.live("a client passed in is used and left open; the store adds one connection of its own", () =>
