@@ -146,9 +146,10 @@ export interface Window {
   readonly fiberLagMax: number
   /**
    * The longest reject-mode call less the time this process's fibers could not run meanwhile
-   * (measured by a probe fiber), ms: what the bound applies to; and that time, for it.
+   * (measured by a probe fiber), ms: what the bound applies to.
    */
   readonly ownMax: number
+  /** The time taken out of that call, ms. */
   readonly ownStarved: number
   /** `StoreUnavailable` failures by reason (its first words). */
   readonly unavailable: Record<string, number>

@@ -98,47 +98,59 @@ const probes: Array<readonly [at: number, late: number]> = []
 const PROBE_MS = 10
 const PROBE_NOISE_MS = 5
 
-/** How long this process's fibers were kept from running within [from, to]: the probe's late spans there, summed. */
-const starvedWithin = (from: number, to: number) => {
+/**
+ * How much of a reject-mode call over [start, end] the process's starvation explains: a stall
+ * that began as the call did (within a probe's period) delayed all of it, so all of its overlap
+ * counts; a later one counts only past `start + timeout`, as before that the call waits on Redis
+ * and its deadline, whose timer a stall does not hold back.
+ */
+const starvedDuring = (start: number, end: number) => {
   let lo = 0
   let hi = probes.length
   while (lo < hi) {
     const mid = (lo + hi) >> 1
-    if (probes[mid]![0] <= from) lo = mid + 1
+    if (probes[mid]![0] <= start) lo = mid + 1
     else hi = mid
   }
   let starved = 0
   for (let i = lo; i < probes.length; i++) {
     const [at, late] = probes[i]!
-    if (at - late - PROBE_MS >= to) break
+    if (at - late - PROBE_MS >= end) break
     // a timer's usual few ms of lateness is not starvation: only what goes beyond counts
     const beyond = late - PROBE_NOISE_MS
-    if (beyond > 0) starved += Math.max(0, Math.min(at, to) - Math.max(at - beyond, from))
+    if (beyond <= 0) continue
+    const from = at - beyond <= start + PROBE_MS ? start : start + args.timeoutMs
+    starved += Math.max(0, Math.min(at, end) - Math.max(at - beyond, from))
   }
   return starved
 }
 
-/** Reject-mode calls longer than the timeout, judged once the probe has covered them (at the next report). */
+/** Reject-mode calls longer than the timeout, judged once the probe has woken after their end. */
 let longCalls: Array<{ readonly start: number; readonly end: number }> = []
+/** The start of each reject-mode call not decided yet: one that hangs is judged while it hangs. */
+const deciding = new Set<{ readonly start: number }>()
 
-/** A long call's time less what the process was starved of meanwhile: the part the library answers for. */
-const judgeLongCalls = (at: number) => {
-  const later: typeof longCalls = []
-  for (const call of longCalls) {
-    if (call.end > at - 5 * PROBE_MS) {
-      later.push(call)
-      continue
-    }
-    const starved = starvedWithin(call.start, call.end)
-    const own = call.end - call.start - starved
-    for (const tally of [window, total]) {
-      if (own > tally.ownMax) {
-        tally.ownMax = own
-        tally.ownStarved = starved
-      }
+/** Judges `start`..`end` less what the process was starved of meanwhile: the part the library answers for. */
+const judge = (start: number, end: number) => {
+  const starved = starvedDuring(start, end)
+  const own = end - start - starved
+  for (const tally of [window, total]) {
+    if (own > tally.ownMax) {
+      tally.ownMax = own
+      tally.ownStarved = starved
     }
   }
+}
+
+/** Judges the long calls the probe has covered up to `covered`, and the calls undecided so far. */
+const judgeLongCalls = (covered: number) => {
+  const later: typeof longCalls = []
+  for (const call of longCalls) {
+    if (call.end > covered) later.push(call)
+    else judge(call.start, call.end)
+  }
   longCalls = later
+  for (const call of deciding) if (covered - call.start > args.timeoutMs) judge(call.start, covered)
 }
 
 /** The library's warnings and errors, counted (passing tests stay quiet). */
@@ -151,7 +163,7 @@ const logger = Logger.make(({ logLevel, message }) => {
 
 const report = (type: "report" | "final") => {
   const at = now()
-  judgeLongCalls(type === "final" ? Infinity : at)
+  judgeLongCalls(type === "final" ? at : (probes.at(-1)?.[0] ?? 0))
   const lagMs = lag.max / 1e6
   lag.reset()
   window.lagMax = lagMs
@@ -179,12 +191,15 @@ const request = (queue: QueueManager.Service, witness: WitnessClient, spec: Load
     const mode = spec.onFull === "mixed" ? (Math.random() < 0.5 ? "reject" : "wait") : spec.onFull
     const id = `${process.pid}:${(holderIds++).toString(36)}`
     const start = now()
+    const undecided = { start }
+    if (mode === "reject") deciding.add(undecided)
     let bodyAt: number | undefined
     const body = (slot: QueueManager.Slot) =>
       Effect.acquireUseRelease(
         // the first thing the body does; uninterruptible, so an exit always follows an enter
         Effect.promise(() => {
           bodyAt = now()
+          deciding.delete(undecided)
           holding++
           if (mode === "wait") waiting--
           return witness.enter(id, user, slot.token)
@@ -205,6 +220,7 @@ const request = (queue: QueueManager.Service, witness: WitnessClient, spec: Load
     const call = queue.withSlot(user, { onFull: mode })(body)
     return (mode === "wait" ? Effect.timeout(call, spec.waitTimeout) : call).pipe(
       Effect.exit,
+      Effect.ensuring(Effect.sync(() => deciding.delete(undecided))),
       Effect.map((exit) => {
         const end = now()
         if (mode === "wait" && bodyAt === undefined) waiting--
@@ -222,7 +238,10 @@ const request = (queue: QueueManager.Service, witness: WitnessClient, spec: Load
               tally.rejectMax = took
               tally.rejectMaxAt = start
             }
-            if (took <= args.timeoutMs) tally.ownMax = Math.max(tally.ownMax, took)
+            if (took <= args.timeoutMs && took > tally.ownMax) {
+              tally.ownMax = took
+              tally.ownStarved = 0
+            }
           }
           if (took > args.timeoutMs) longCalls.push({ start, end: start + took })
         }
@@ -389,8 +408,9 @@ const program = Effect.gen(function* () {
         if (command === "close") yield* closeLayer
         yield* Fiber.interrupt(load)
         yield* Fiber.interrupt(reporter)
-        yield* Fiber.interrupt(fiberLag)
+        // the probe runs on until the final report has judged every call
         yield* Effect.promise(() => report("final"))
+        yield* Fiber.interrupt(fiberLag)
         if (command === "stop") yield* closeLayer
         return
       }
