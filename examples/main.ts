@@ -1,6 +1,6 @@
 /**
  * How the examples run as programs: a failure prints what went wrong, in words (a bad setting
- * names the variable and the value), not Effect's `FiberFailure` wrapper, and exits with code
+ * names the variable, and the rule it breaks), not Effect's `FiberFailure` wrapper, and exits with code
  * 1; Ctrl+C and SIGTERM interrupt the program, so its finalizers (a drain, a server's close)
  * run before it exits.
  */
@@ -23,12 +23,15 @@ const describeConfigError = (error: ConfigError.ConfigError): string =>
     unsupportedCase: named
   })
 
-const describeError = (error: unknown): string =>
-  ConfigError.isConfigError(error)
-    ? `bad configuration:\n${describeConfigError(error)}`
-    : error instanceof Error
-      ? error.message
-      : String(error)
+const describeError = (error: unknown): string => {
+  if (ConfigError.isConfigError(error)) return `bad configuration:\n${describeConfigError(error)}`
+  if (error instanceof Error && error.message !== "") return error.message
+  // an error without a message (a server that could not listen): its name, then why
+  if (error instanceof Error && error.cause !== undefined) {
+    return `${(error as { readonly _tag?: string })._tag ?? error.name}: ${describeError(error.cause)}`
+  }
+  return Cause.pretty(Cause.fail(error))
+}
 
 /** What a failed program prints: each failure's message; a defect (a bug) with its stack. */
 export const describeFailure = (cause: Cause.Cause<unknown>): string => {

@@ -56,10 +56,8 @@ const prefixProblem = (prefix: unknown): string | undefined =>
     ? undefined
     : `must be a non-empty string without braces, got ${JSON.stringify(prefix)}`
 
-/** What is wrong with a Redis URL, if anything: a database, when named, must be a whole number. */
-/** The ioredis options the store sets on its own connections, and `keyPrefix`, which it cannot take. */
-const ownOptions = [
-  "keyPrefix",
+/** The settings the store gives its own connections, which ioredis would let a URL's query override. */
+const settingsOfTheStore = [
   "lazyConnect",
   "enableOfflineQueue",
   "maxRetriesPerRequest",
@@ -67,21 +65,28 @@ const ownOptions = [
   "retryStrategy"
 ]
 
+/**
+ * What is wrong with a Redis URL, if anything: a database, when named (in the path or as `db`
+ * in the query, which ioredis reads too), must be a whole number; the query may set neither
+ * `keyPrefix` nor the store's own connection settings.
+ */
 const urlProblem = (url: string): string | undefined => {
   const parsed = URL.canParse(url) ? new URL(url) : undefined
   if (parsed === undefined || !/^rediss?:$/.test(parsed.protocol)) {
     return `must be a redis:// or rediss:// URL, got ${JSON.stringify(url)}`
   }
-  const database = parsed.pathname.slice(1)
-  if (database !== "" && !/^\d+$/.test(database)) {
+  const databases = [parsed.pathname.slice(1), parsed.searchParams.get("db") ?? ""]
+  if (databases.some((database) => database !== "" && !/^\d+$/.test(database))) {
     return `must name its database as a whole number (redis://host:port/2), got ${JSON.stringify(url)}`
   }
-  // ioredis reads options from the query, over the store's own: these would change what the store relies on
-  const overriding = ownOptions.filter((name) => parsed.searchParams.has(name))
+  if (parsed.searchParams.has("keyPrefix")) {
+    return `must not set ioredis' keyPrefix in its query (the store's prefix option names its keys), got ${JSON.stringify(url)}`
+  }
+  const overriding = settingsOfTheStore.filter((name) => parsed.searchParams.has(name))
   return overriding.length === 0
     ? undefined
-    : `must not set ${overriding.join(", ")} in its query (the store sets ${overriding.length === 1 ? "it" : "them"}; ` +
-        `name the keys with the prefix option), got ${JSON.stringify(url)}`
+    : `must not set ${overriding.join(", ")} in its query (the store sets ${overriding.length === 1 ? "it" : "them"} ` +
+        `on its connections), got ${JSON.stringify(url)}`
 }
 
 /** What is wrong with a `redis` that is not a URL, if anything: an ioredis client, or plain ioredis options, without `keyPrefix`. */

@@ -5,6 +5,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Data, Deferred, Effect, Fiber, HashMap, Option, Queue, Stream } from "effect"
 import { createServer } from "node:http"
 import type { Server } from "node:http"
+import type { AddressInfo } from "node:net"
 import * as QueueHttp from "../src/HttpMiddleware.js"
 import { QueueManager } from "../src/index.js"
 import { eventually } from "./eventually.js"
@@ -485,6 +486,20 @@ describe("the example server (npm run example:http)", () => {
 
       example.child.kill("SIGTERM")
       expect(yield* example.exited).toBe(0)
+    })
+  )
+
+  it.scopedLive("a PORT already in use stops it at start, saying so", () =>
+    Effect.gen(function* () {
+      const taken = createServer()
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => void taken.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () => Effect.async<void>((resume) => void taken.close(() => resume(Effect.void)))
+      )
+      const { port } = taken.address() as AddressInfo
+      const example = yield* runExample("examples/http-server.ts", { PORT: String(port) })
+      expect(yield* example.exited).toBe(1)
+      expect(example.output()).toBe(`ServeError: listen EADDRINUSE: address already in use 127.0.0.1:${port}\n`)
     })
   )
 

@@ -25,13 +25,14 @@ describe("RedisStore configuration", () => {
     [
       "REDIS_URL",
       "redis://127.0.0.1:6379?keyPrefix=app:",
-      'REDIS_URL must not set keyPrefix in its query (the store sets it; name the keys with the prefix option), got "redis://127.0.0.1:6379?keyPrefix=app:"'
+      `REDIS_URL must not set ioredis' keyPrefix in its query (the store's prefix option names its keys), got "redis://127.0.0.1:6379?keyPrefix=app:"`
     ],
     [
       "REDIS_URL",
       "redis://127.0.0.1:6379/1?enableOfflineQueue=1&maxRetriesPerRequest=20",
-      "REDIS_URL must not set enableOfflineQueue, maxRetriesPerRequest in its query (the store sets them"
-    ]
+      "REDIS_URL must not set enableOfflineQueue, maxRetriesPerRequest in its query (the store sets them on its connections)"
+    ],
+    ["REDIS_URL", "redis://127.0.0.1:6379/?db=abc", "REDIS_URL must name its database as a whole number"]
   ])("%s=%s fails naming the variable and its text", ([name, value, expected]) =>
     Effect.gen(function* () {
       expect(yield* fromEnv({ [name]: value })).toContain(expected)

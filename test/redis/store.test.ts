@@ -600,7 +600,8 @@ describe("Redis store", () => {
       const client = new Redis({ port, host: "127.0.0.1", retryStrategy: () => 50 })
       client.on("error", () => {})
       yield* Effect.addFinalizer(() => Effect.sync(() => client.disconnect()))
-      const listeners = () => client.listenerCount("ready") + client.listenerCount("error")
+      const listeners = () =>
+        client.listenerCount("ready") + client.listenerCount("error") + client.listenerCount("end")
       const before = listeners()
       for (let i = 0; i < 3; i++) {
         const error = yield* Effect.flip(

@@ -167,7 +167,11 @@ export const isNoPermission = (error: unknown) => describe(error).startsWith("NO
 
 const clientClosed = "the client has been closed (quit, disconnect, or it stopped reconnecting)"
 
-/** Why starting failed, when the error tells: nothing listening, a wrong user or password, a permission the ACL user lacks. */
+/**
+ * Why starting failed, when the error tells: nothing listening, a wrong user or password, a
+ * permission the ACL user lacks, a client passed in that is closed, a connection closed under
+ * the start (`caller`: the connection is a client passed in).
+ */
 const knownFailure = (error: string, step: string, caller: boolean): string | undefined => {
   if (/ECONNREFUSED/.test(error)) return `connection refused (${error}): is Redis listening there?`
   if (/^(WRONGPASS|NOAUTH)|invalid username-password/.test(error)) {
@@ -225,7 +229,8 @@ const connected = (redis: Client): { readonly ready: Promise<unknown>; readonly 
 /**
  * Opens a connection (a URL or ioredis options; with a client of the caller's, that client, or
  * with `duplicate` a duplicate of it of this store's own) and checks that the server is Redis
- * 6.2 or later and that the database asked for exists, within `timeoutMillis`; calls then fail
+ * 6.2 or later and, on a connection it made from a URL or options, that the database asked for
+ * exists (a client passed in stays in the database it is in), within `timeoutMillis`; calls then fail
  * after `timeoutMillis` instead of hanging, and, on a connection of the store's own, at once
  * while disconnected (ioredis reconnects in the background). On Redis 7 and later the calls run
  * as a function library, unless the server refuses to load it (e.g. an ACL without `FUNCTION`)

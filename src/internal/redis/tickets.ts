@@ -117,16 +117,16 @@ export class TicketRegistry {
         const second = message.indexOf(" ", first + 1)
         this.woken(message.slice(second + 1), Number(message.slice(0, first)), Number(message.slice(first + 1, second)))
       })
-      const refused = (command: string) => (error: unknown) =>
+      const refused = (command: "SUBSCRIBE" | "PUBLISH") => (error: unknown) =>
         isNoPermission(error)
           ? new StoreUnavailable({
-              operation: "subscribe",
+              operation: command.toLowerCase(),
               reason:
                 `the ACL user may not ${command} to ${channel}, where Redis wakes this process's waiting requests ` +
                 `(onFull: "wait"): grant it +subscribe +publish and the channels &${channel.slice(0, channel.lastIndexOf(":") + 1)}*`,
               cause: error
             })
-          : unavailable("subscribe")(error)
+          : unavailable(command.toLowerCase())(error)
       return Effect.zipRight(
         Effect.tryPromise({
           try: () => subscriber.within(subscriber.redis.subscribe(channel)),
