@@ -628,6 +628,30 @@ describe("Redis store", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("a start that timed out on a client passed in sends nothing once Redis answers again", () =>
+    Effect.gen(function* () {
+      const { port } = yield* ownRedisServer(["--enable-debug-command", "yes"])
+      const client = new Redis({ port, host: "127.0.0.1" })
+      yield* Effect.addFinalizer(() => Effect.promise(() => client.quit()))
+      yield* Effect.promise(() => client.ping())
+      // the server stops answering for 600 ms: the start (a 200 ms budget) gives up while asking INFO
+      const sleeper = new Redis({ port, host: "127.0.0.1" })
+      const slept = sleeper.call("DEBUG", "SLEEP", "0.6").finally(() => sleeper.disconnect())
+      yield* Effect.sleep("50 millis")
+      const error = yield* Effect.flip(
+        Effect.scoped(RedisStore.make({ maxUserQueue: 1, redis: client, prefix: "late", timeout: "40 millis" }))
+      )
+      expect(error.message).toMatch(/no answer within 200 ms while asking the server what it is/)
+      yield* Effect.promise(() => slept)
+      // INFO is answered now: the start that gave up loads nothing and writes nothing
+      yield* Effect.sleep("200 millis")
+      expect(yield* Effect.promise(() => Promise.all([client.call("FUNCTION", "LIST"), client.keys("*")]))).toEqual([
+        [],
+        []
+      ])
+    }).pipe(Effect.scoped)
+  )
+
   it.live("a client that has been closed is refused at start, saying so", () =>
     Effect.gen(function* () {
       const client = new Redis(redisUrl)
