@@ -443,7 +443,7 @@ const main = Effect.gen(function* () {
     ],
     [
       "longest starvation of a worker",
-      `${seen.longestStarved.toFixed(0)} ms (a probe fiber woken late: the process short of CPU)`
+      `${seen.longestStarved.toFixed(0)} ms (a probe fiber woken late: the process stopped, or short of CPU)`
     ],
     ["reject-mode call p99 during faults", ms(quantile(seen.during.reject, 0.99))],
     ["reject-mode call p99 after faults", ms(quantile(seen.after.reject, 0.99))],
