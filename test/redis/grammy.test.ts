@@ -9,6 +9,15 @@ import { privateMessage } from "../telegramUpdates.js"
 import { deleteKeys, redisUrl, uniquePrefix } from "../support.js"
 import { loseState } from "./helpers.js"
 
+/** A handler's signals: `entered()` resolves `inHandler`; the handler awaits `gate` until `finish()`. */
+const handlerGate = () => {
+  let entered = () => {}
+  const inHandler = new Promise<void>((resolve) => (entered = resolve))
+  let finish = () => {}
+  const gate = new Promise<void>((resolve) => (finish = resolve))
+  return { entered: () => entered(), inHandler, finish: () => finish(), gate }
+}
+
 describe("grammY middleware on the Redis store", () => {
   it.scopedLive("a lease lost while the chain runs keeps the slot counted until the chain settles, then throws", () =>
     Effect.gen(function* () {
@@ -18,10 +27,7 @@ describe("grammY middleware on the Redis store", () => {
       const queue = yield* QueueManager.QueueManager.pipe(Effect.provide(runtime))
       const api = yield* startBotApi
       const bot = new Bot("42:TEST", { botInfo, client: { apiRoot: api.apiRoot } })
-      let entered = () => {}
-      const inHandler = new Promise<void>((resolve) => (entered = resolve))
-      let finish = () => {}
-      const gate = new Promise<void>((resolve) => (finish = resolve))
+      const { entered, inHandler, finish, gate } = handlerGate()
       let finishedAt = 0
       bot.use(QueueGrammy.middleware(runtime))
       bot.use(async () => {
@@ -70,10 +76,7 @@ describe("grammY middleware on the Redis store", () => {
         const queue = yield* Effect.promise(() => runtime.runPromise(QueueManager.QueueManager))
         const api = yield* startBotApi
         const bot = new Bot("42:TEST", { botInfo, client: { apiRoot: api.apiRoot } })
-        let entered = () => {}
-        const inHandler = new Promise<void>((resolve) => (entered = resolve))
-        let finish = () => {}
-        const gate = new Promise<void>((resolve) => (finish = resolve))
+        const { entered, inHandler, finish, gate } = handlerGate()
         let handled = 0
         const refused: Array<string> = []
         bot.use(
