@@ -1,6 +1,6 @@
 /**
  * `npm run example:observability`: the simulated bot of `npm start`, observed. Its metrics are
- * served to Prometheus at `http://127.0.0.1:9464/metrics` (`METRICS_PORT`) and its spans go to
+ * served to Prometheus at `http://127.0.0.1:9464/metrics` (`METRICS_HOST`, `METRICS_PORT`) and its spans go to
  * an OpenTelemetry collector over OTLP/HTTP (`OTEL_EXPORTER_OTLP_ENDPOINT`, default
  * `http://localhost:4318`; nothing breaks if none listens). After the run it keeps serving the
  * metrics until Ctrl+C, which sends the spans still buffered before the process exits.
@@ -26,10 +26,13 @@ const metricsPort = Config.integer("METRICS_PORT").pipe(
   })
 )
 
+// loopback by default; METRICS_HOST=0.0.0.0 lets a Prometheus in a container or on another host scrape it
+const metricsHost = Config.string("METRICS_HOST").pipe(Config.withDefault("127.0.0.1"))
+
 const Observability = NodeSdk.layer(
-  Effect.map(metricsPort, (port) => ({
+  Effect.map(Config.all([metricsHost, metricsPort]), ([host, port]) => ({
     resource: { serviceName: "downloader-bot" },
-    metricReader: new PrometheusExporter({ host: "127.0.0.1", port }),
+    metricReader: new PrometheusExporter({ host, port }),
     spanProcessor: new BatchSpanProcessor(new OTLPTraceExporter())
   }))
 )
@@ -48,7 +51,7 @@ const program = Effect.gen(function* () {
   const report = yield* simulate(botLoad)
   yield* queuedBurst
   yield* Console.log(formatReport(report))
-  yield* Console.log(`metrics: http://127.0.0.1:${yield* metricsPort}/metrics (Ctrl+C stops)`)
+  yield* Console.log(`metrics: http://${yield* metricsHost}:${yield* metricsPort}/metrics (Ctrl+C stops)`)
   return yield* Effect.never
 }).pipe(Effect.provide(QueueManager.layerConfig()), Effect.provide(Observability))
 
