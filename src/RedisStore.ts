@@ -56,37 +56,35 @@ const prefixProblem = (prefix: unknown): string | undefined =>
     ? undefined
     : `must be a non-empty string without braces, got ${JSON.stringify(prefix)}`
 
-/** The settings the store gives its own connections, which ioredis would let a URL's query override. */
-const settingsOfTheStore = [
-  "lazyConnect",
-  "enableOfflineQueue",
-  "maxRetriesPerRequest",
-  "connectTimeout",
-  "retryStrategy"
-]
+/**
+ * The query parameters a URL may have. ioredis reads any other as an option, over the store's
+ * own settings (`enableOfflineQueue`, `retryStrategy`…) or changing what the store relies on
+ * (`keyPrefix` would split one prefix into two states, `stringNumbers` garbles its answers):
+ * such options go in an options object, where the store's settings come last.
+ */
+const queryParameters = new Set(["db", "family"])
 
 /**
- * What is wrong with a Redis URL, if anything: a database, when named (in the path or as `db`
- * in the query, which ioredis reads too), must be a whole number; the query may set neither
- * `keyPrefix` nor the store's own connection settings.
+ * What is wrong with a Redis URL, if anything: it starts with `redis://` or `rediss://` as
+ * written (ioredis turns TLS on only for a lower-case `rediss://` at the very start); a
+ * database, when named (in the path, or once as `db` in the query), is a whole number; the
+ * query has only `db` and `family`.
  */
 const urlProblem = (url: string): string | undefined => {
   const parsed = URL.canParse(url) ? new URL(url) : undefined
-  if (parsed === undefined || !/^rediss?:$/.test(parsed.protocol)) {
-    return `must be a redis:// or rediss:// URL, got ${JSON.stringify(url)}`
+  if (parsed === undefined || !/^rediss?:\/\//.test(url)) {
+    return `must be a redis:// or rediss:// URL (in lower case, with nothing before it), got ${JSON.stringify(url)}`
   }
-  const databases = [parsed.pathname.slice(1), parsed.searchParams.get("db") ?? ""]
-  if (databases.some((database) => database !== "" && !/^\d+$/.test(database))) {
-    return `must name its database as a whole number (redis://host:port/2), got ${JSON.stringify(url)}`
+  const named = parsed.searchParams.getAll("db")
+  const path = parsed.pathname.slice(1)
+  if ((path !== "" && !/^\d+$/.test(path)) || named.length > 1 || named.some((db) => !/^\d+$/.test(db))) {
+    return `must name its database once, as a whole number (redis://host:port/2), got ${JSON.stringify(url)}`
   }
-  if (parsed.searchParams.has("keyPrefix")) {
-    return `must not set ioredis' keyPrefix in its query (the store's prefix option names its keys), got ${JSON.stringify(url)}`
-  }
-  const overriding = settingsOfTheStore.filter((name) => parsed.searchParams.has(name))
-  return overriding.length === 0
+  const other = Array.from(new Set(parsed.searchParams.keys())).filter((name) => !queryParameters.has(name))
+  return other.length === 0
     ? undefined
-    : `must not set ${overriding.join(", ")} in its query (the store sets ${overriding.length === 1 ? "it" : "them"} ` +
-        `on its connections), got ${JSON.stringify(url)}`
+    : `must not set ${other.join(", ")} in its query (only db and family; pass other ioredis options as an ` +
+        `options object, and name the keys with the prefix option), got ${JSON.stringify(url)}`
 }
 
 /** What is wrong with a `redis` that is not a URL, if anything: an ioredis client, or plain ioredis options, without `keyPrefix`. */

@@ -18,21 +18,30 @@ describe("RedisStore configuration", () => {
     ["REDIS_LEASE_SECONDS", "1.5", 'REDIS_LEASE_SECONDS must be a whole number of seconds >= 1, got "1.5"'],
     ["REDIS_TIMEOUT_MS", "0", 'REDIS_TIMEOUT_MS must be a whole number of milliseconds >= 1, got "0"'],
     ["REDIS_PREFIX", "{x}", 'REDIS_PREFIX must be a non-empty string without braces, got "{x}"'],
-    ["REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL must name its database as a whole number"],
-    ["REDIS_URL", "127.0.0.1:6379", 'REDIS_URL must be a redis:// or rediss:// URL, got "127.0.0.1:6379"'],
+    ["REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL must name its database once, as a whole number"],
+    [
+      "REDIS_URL",
+      "127.0.0.1:6379",
+      'REDIS_URL must be a redis:// or rediss:// URL (in lower case, with nothing before it), got "127.0.0.1:6379"'
+    ],
     ["REDIS_ON_UNAVAILABLE", "maybe", "REDIS_ON_UNAVAILABLE"],
-    // ioredis would read these from the query over the store's own settings
+    // ioredis would read these from the query, over the store's own settings
     [
       "REDIS_URL",
       "redis://127.0.0.1:6379?keyPrefix=app:",
-      `REDIS_URL must not set ioredis' keyPrefix in its query (the store's prefix option names its keys), got "redis://127.0.0.1:6379?keyPrefix=app:"`
+      'REDIS_URL must not set keyPrefix in its query (only db and family; pass other ioredis options as an options object, and name the keys with the prefix option), got "redis://127.0.0.1:6379?keyPrefix=app:"'
     ],
     [
       "REDIS_URL",
-      "redis://127.0.0.1:6379/1?enableOfflineQueue=1&maxRetriesPerRequest=20",
-      "REDIS_URL must not set enableOfflineQueue, maxRetriesPerRequest in its query (the store sets them on its connections)"
+      "redis://127.0.0.1:6379/1?enableOfflineQueue=1&maxRetriesPerRequest=20&stringNumbers=1",
+      "REDIS_URL must not set enableOfflineQueue, maxRetriesPerRequest, stringNumbers in its query"
     ],
-    ["REDIS_URL", "redis://127.0.0.1:6379/?db=abc", "REDIS_URL must name its database as a whole number"]
+    ["REDIS_URL", "redis://127.0.0.1:6379/?db=abc", "REDIS_URL must name its database once, as a whole number"],
+    // an empty db would make ioredis send SELECT NaN, outside any promise: the process would crash
+    ["REDIS_URL", "redis://127.0.0.1:6379/?db=", "REDIS_URL must name its database once, as a whole number"],
+    ["REDIS_URL", "redis://127.0.0.1:6379/?db=1&db=2", "REDIS_URL must name its database once, as a whole number"],
+    // ioredis turns TLS on only for "rediss://" as written: this one would go in plaintext
+    ["REDIS_URL", "REDISS://secure.example:6380", "REDIS_URL must be a redis:// or rediss:// URL (in lower case"]
   ])("%s=%s fails naming the variable and its text", ([name, value, expected]) =>
     Effect.gen(function* () {
       expect(yield* fromEnv({ [name]: value })).toContain(expected)
@@ -42,7 +51,7 @@ describe("RedisStore configuration", () => {
   it.effect.each<[string, RedisStore.Options, string]>([
     ["leaseTime", { maxUserQueue: 1, leaseTime: Duration.zero }, "leaseTime must be at least 100 ms, got 0"],
     ["timeout", { maxUserQueue: 1, timeout: "0 millis" }, "timeout must be at least 1 ms, got 0"],
-    ["redis", { maxUserQueue: 1, redis: "redis://host/x" }, "redis must name its database as a whole number"],
+    ["redis", { maxUserQueue: 1, redis: "redis://host/x" }, "redis must name its database once, as a whole number"],
     ["prefix", { maxUserQueue: 1, prefix: "a{b" }, 'prefix must be a non-empty string without braces, got "a{b"'],
     // ioredis would prefix the keys of scripts but not of functions: two processes, two states
     [
