@@ -23,21 +23,32 @@ const describeConfigError = (error: ConfigError.ConfigError): string =>
     unsupportedCase: named
   })
 
-const describeError = (error: unknown): string => {
-  if (ConfigError.isConfigError(error)) return `bad configuration:\n${describeConfigError(error)}`
-  if (error instanceof Error && error.message !== "") return error.message
-  // an error without a message (a server that could not listen): its name, then why
-  if (error instanceof Error && error.cause !== undefined) {
-    return `${(error as { readonly _tag?: string })._tag ?? error.name}: ${describeError(error.cause)}`
+/** A defect (a bug) as Effect shows it, with its stack; its plain text if Effect cannot show it (a cause that loops). */
+const describeDefect = (defect: unknown): string => {
+  try {
+    return Cause.pretty(Cause.die(defect))
+  } catch {
+    return defect instanceof Error ? (defect.stack ?? String(defect)) : String(defect)
   }
-  return Cause.pretty(Cause.fail(error))
 }
 
-/** What a failed program prints: each failure's message; a defect (a bug) with its stack. */
-export const describeFailure = (cause: Cause.Cause<unknown>): string => {
-  const failures = Array.from(Cause.failures(cause), describeError)
-  return failures.length > 0 ? failures.join("\n") : Cause.pretty(cause)
+/** An error in words: its message; without one, its name and then its cause's (once each: a cause may loop). */
+const describeError = (error: unknown, seen = new Set<unknown>()): string => {
+  if (ConfigError.isConfigError(error)) return `bad configuration:\n${describeConfigError(error)}`
+  if (!(error instanceof Error)) return typeof error === "string" ? error : describeDefect(error)
+  if (error.message !== "") return error.message
+  seen.add(error)
+  const name = (error as { readonly _tag?: string })._tag ?? error.name
+  // an error without a message (a server that could not listen): its name, then why
+  return error.cause === undefined || seen.has(error.cause) ? name : `${name}: ${describeError(error.cause, seen)}`
 }
+
+/** What a failed program prints: each failure's message, then each defect (a bug) with its stack. */
+export const describeFailure = (cause: Cause.Cause<unknown>): string =>
+  [
+    ...Array.from(Cause.failures(cause), (e) => describeError(e)),
+    ...Array.from(Cause.defects(cause), describeDefect)
+  ].join("\n")
 
 /** Runs an example's program to its end (or Ctrl+C), printing a failure as `describeFailure` does. */
 export const runMain = <A, E>(program: Effect.Effect<A, E>): void =>

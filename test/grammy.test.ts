@@ -304,6 +304,24 @@ describe("grammY middleware", () => {
     })
   )
 
+  it.scopedLive("an update arriving after the runtime is disposed is refused with QueueShutdown, not thrown", () =>
+    Effect.gen(function* () {
+      const runtime = ManagedRuntime.make(QueueManager.layer({ maxUserQueue: 1 }))
+      const queue = yield* Effect.promise(() => runtime.runPromise(QueueManager.QueueManager))
+      const refusals: Array<string> = []
+      const h = yield* makeBot(
+        QueueGrammy.middleware(runtime, { onRefused: (_ctx, refusal) => void refusals.push(refusal._tag) }),
+        queue
+      )
+      yield* Effect.promise(() => runtime.dispose())
+      yield* refused(
+        h,
+        Effect.promise(() => handle(h.bot, privateMessage(7)))
+      )
+      expect(refusals).toEqual(["QueueShutdown"])
+    })
+  )
+
   it.scopedLive("a burst of refusals in a chat gets one reply per cooldown; replyCooldown: 0 answers each", () =>
     Effect.gen(function* () {
       const refuseFour = (h: Harness) =>

@@ -135,15 +135,18 @@ describe("QueueManager.toPromise", () => {
       const queue = QueueManager.toPromise(runtime)
       expect(yield* Effect.promise(() => queue.withSlot(1, () => "served"))).toBe("served")
       yield* Effect.promise(() => runtime.dispose())
-      const afterDispose = yield* Effect.promise(() =>
-        queue
-          .withSlot(1, () => "never")
-          .then(
-            () => "served",
-            (e: unknown) => String(e)
-          )
+      const rejection = (call: Promise<unknown>) =>
+        call.then(
+          () => "served",
+          (e: unknown) => e
+        )
+      // the library's own refusal, as for a call cut short by the dispose (not Effect's defect string)
+      expect(yield* Effect.promise(() => rejection(queue.withSlot(1, () => "never")))).toEqual(
+        new QueueManager.QueueShutdown({ userId: 1 })
       )
-      expect(afterDispose).toContain("disposed")
+      const stats = yield* Effect.promise(() => rejection(queue.stats()))
+      expect(stats).toBeInstanceOf(Error)
+      expect(String(stats)).toContain("the runtime has been disposed")
     })
   )
 

@@ -7,18 +7,19 @@ const module = "effect-queue-manager/QueueManager.toPromise"
 
 /**
  * The value of `exit`, or what it failed with as it was: the library's own error, the work's
- * rejection, the error of a layer that failed to build. A call of `userId` only interrupted was
- * cut short by the store closing (the runtime disposed): its work's value if the work had
- * fulfilled by then (`done`), otherwise `QueueShutdown`.
+ * rejection, the error of a layer that failed to build. A call only interrupted was cut short
+ * by the runtime's end (disposed, closing the store): its work's value if the work had fulfilled
+ * by then (`done`), otherwise `QueueShutdown` for a call of `userId`, an error saying so for others.
  */
 const settle =
   <A>(userId?: UserId, done?: () => { readonly value: A } | undefined) =>
   (exit: Exit.Exit<A, unknown>): A => {
     if (Exit.isSuccess(exit)) return exit.value
-    if (userId !== undefined && Cause.isInterruptedOnly(exit.cause)) {
+    if (Cause.isInterruptedOnly(exit.cause)) {
       const fulfilled = done?.()
       if (fulfilled !== undefined) return fulfilled.value
-      throw new QueueShutdown({ userId })
+      if (userId !== undefined) throw new QueueShutdown({ userId })
+      throw new Error(`${module}: the runtime has been disposed`)
     }
     throw Cause.squash(exit.cause)
   }

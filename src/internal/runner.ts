@@ -1,4 +1,4 @@
-import { Effect, Exit, ManagedRuntime, Runtime } from "effect"
+import { Cause, Effect, Exit, FiberId, ManagedRuntime, Option, Runtime } from "effect"
 import type { QueueManager } from "../QueueManager.js"
 import { badOption } from "./userKey.js"
 
@@ -12,11 +12,22 @@ export type QueueRuntime = Runtime.Runtime<QueueManager> | ManagedRuntime.Manage
 export type Run = <A, E>(effect: Effect.Effect<A, E, QueueManager>) => Promise<Exit.Exit<A, unknown>>
 
 /**
+ * Whether a runtime's build died because the runtime was disposed: Effect's `ManagedRuntime`,
+ * once disposed, dies with a message (a string), where a layer's own failure is a typed error
+ * and its defects are errors.
+ */
+const gone = (cause: Cause.Cause<unknown>) => {
+  const defects = Array.from(Cause.defects(cause))
+  return Option.isNone(Cause.failureOption(cause)) && defects.length > 0 && defects.every((d) => typeof d === "string")
+}
+
+/**
  * Runs effects on `runtime`, started in the order they were asked for, also while a
  * `ManagedRuntime` is still building: every call made meanwhile waits on one and the same
  * build (a `ManagedRuntime` asked for its runtime by each call builds in a fiber per call, and
  * those resume in no set order, so the first requests would not be served first). Once built,
- * calls go through the `ManagedRuntime` itself, which knows when it has been disposed. Throws
+ * calls go through the `ManagedRuntime` itself, which knows when it has been disposed; a call
+ * made after it was disposed ends interrupted, as one cut short by the dispose does. Throws
  * naming `module` when `runtime` is neither kind.
  */
 export const makeRunner = (module: string, runtime: QueueRuntime): Run => {
@@ -25,7 +36,18 @@ export const makeRunner = (module: string, runtime: QueueRuntime): Run => {
     let building: Promise<Exit.Exit<Runtime.Runtime<QueueManager>, unknown>> | undefined
     let waiting = 0
     return <A, E>(effect: Effect.Effect<A, E, QueueManager>): Promise<Exit.Exit<A, unknown>> => {
-      if (built && waiting === 0) return runtime.runPromiseExit(effect)
+      if (built && waiting === 0) {
+        // a runtime disposed since dies before it runs the call: to the caller, the call was cut
+        // short by the runtime's end, as one running then is (interrupted), not a defect
+        let entered = false
+        const call = Effect.suspend(() => {
+          entered = true
+          return effect
+        })
+        return runtime
+          .runPromiseExit(call)
+          .then((exit) => (entered || Exit.isSuccess(exit) ? exit : Exit.interrupt(FiberId.none)))
+      }
       // registered first, so `built` is set before any call queued behind it runs
       building ??= Effect.runPromiseExit(runtime.runtimeEffect).then((exit) => {
         built = Exit.isSuccess(exit)
@@ -34,7 +56,8 @@ export const makeRunner = (module: string, runtime: QueueRuntime): Run => {
       waiting++
       return building.then((exit): Promise<Exit.Exit<A, unknown>> | Exit.Exit<never, unknown> => {
         waiting--
-        return Exit.isSuccess(exit) ? Runtime.runPromiseExit(exit.value)(effect) : Exit.failCause(exit.cause)
+        if (Exit.isSuccess(exit)) return Runtime.runPromiseExit(exit.value)(effect)
+        return gone(exit.cause) ? Exit.interrupt(FiberId.none) : Exit.failCause(exit.cause)
       })
     }
   }
