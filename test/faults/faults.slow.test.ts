@@ -578,7 +578,8 @@ describe("fault injection: the Redis store keeps its promises", () => {
         note("FUNCTION FLUSH", { servedAgainMs, ...checked })
         expect(servedAgainMs).toBeDefined()
         expect(servedAgainMs).toBeLessThanOrEqual(bounds(s).call)
-        expect(checked.maxSeen["u1"]).toBe(2)
+        // the load reached the limit (of some user: which one, the machine's speed decides) and never passed it
+        expect(Math.max(...Object.values(checked.maxSeen))).toBe(2)
       }).pipe(Effect.scoped),
     60_000
   )
