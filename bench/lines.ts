@@ -104,8 +104,8 @@ const operations: ReadonlyArray<readonly [string, (n: number) => number]> = [
 
 /**
  * Benchmark 11: the cost of one operation on a waiting line (or the ring of users waiting for
- * `maxTotal`) with 1,000 and with 100,000 requests waiting, on the scheduling model the
- * in-memory store steps with one `Ref.modify` each.
+ * `maxTotal`) with 1,000 and with 100,000 requests waiting, on the scheduling model, of which
+ * the in-memory store takes one step per operation.
  */
 export const lines: Benchmark = {
   id: "lines",
@@ -125,7 +125,7 @@ export const lines: Benchmark = {
     return {
       title: "11. Waiting lines: one operation with 1,000 and with 100,000 requests waiting",
       setup:
-        `The scheduling model's step (what the in-memory store runs inside one \`Ref.modify\`): one user at its limit ` +
+        `The scheduling model's step (what the in-memory store runs as one operation): one user at its limit ` +
         `of 1 with ${num(SMALL)} or ${num(LARGE)} requests waiting behind it, or as many users with one request each ` +
         `waiting for \`maxTotal\` (the ring). A sample drains the line or ring (newcomers: as many again join it), ` +
         `the median of ${rounds} samples per size (building the line is not timed).`,

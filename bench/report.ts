@@ -64,9 +64,12 @@ export const timingRow = (
 ): ReadonlyArray<string> => [name, nanos(median(samples.get(name)!)), ratio(pairedRatio(samples, name, reference))]
 
 /** How a timing benchmark sampled, for its setup paragraph; ratios are to `reference`. */
-export const describeSampling = (sampling: Sampling, reference: string): string =>
-  `Each sample runs ${num(sampling.ops)} operations in one Effect program (\`Effect.whileLoop\`, one \`runPromise\`), ` +
-  `the same loop for every Effect contender. ${sampling.rounds} rounds after ${sampling.warmupRounds} of warm-up, the ` +
+export const describeSampling = (
+  sampling: Sampling,
+  reference: string,
+  loop = "in one Effect program (`Effect.whileLoop`, one `runPromise`), the same loop for every Effect contender"
+): string =>
+  `Each sample runs ${num(sampling.ops)} operations ${loop}. ${sampling.rounds} rounds after ${sampling.warmupRounds} of warm-up, the ` +
   `contenders interleaved in an order rotated each round, ${sampling.samples} sample(s) per contender and round, each ` +
   `after a minor GC; the table gives the median over the rounds, and the ratio is the median of the per-round ratios ` +
   `to ${reference}, with their quartiles in brackets.`

@@ -177,7 +177,7 @@ export const middleware = <C extends Context = Context>(
   }
   const rule = checkRule(module, options.onMissingKey) ?? "allow"
   // a layer that fails to build rejects every update's handling, and grammY gets that error
-  const run = makeRunner(module, runtime)
+  const { run } = makeRunner(module, runtime)
   const { key = defaultKey, bypass = isInline, replyText = defaultReplyText, replyWhen = isPrivateChat } = options
   const alwaysBypass = options.slotOptions?.bypassUserLimit === true
   const replied = makeCooldown(cooldown)

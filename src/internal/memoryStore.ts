@@ -1,7 +1,7 @@
-import { Deferred, Effect, Exit, FiberId, HashMap, Ref } from "effect"
+import { Deferred, Effect, Exit, FiberId, HashMap } from "effect"
 import { QueueShutdown } from "./errors.js"
 import * as Model from "./model.js"
-import type { Grant, Local, Outcome, Store, StoreConfig, Ticket } from "./store.js"
+import type { Grant, Local, Outcome, Store, StoreConfig, SyncSteps, Ticket } from "./store.js"
 
 /** A waiting request of the in-memory store: the model's waiter, and how its caller is told. */
 class MemoryTicket implements Ticket {
@@ -20,6 +20,7 @@ class MemoryTicket implements Ticket {
 
 /** The in-memory store, as its model sees it; `outside` counts the slots this process holds elsewhere (the fallback). */
 export interface MemoryStore extends Store<never> {
+  readonly now: SyncSteps
   /** A slot of `userId` held outside was given back: admits whoever can use it. */
   readonly recheck: (userId: Model.Waiter["userId"]) => Effect.Effect<void>
   /** The limits in force, to follow the shared store's. */
@@ -27,13 +28,12 @@ export interface MemoryStore extends Store<never> {
 }
 
 /**
- * The in-memory store: a `Ref` of the model's state, each step one `Ref.modify` (atomic with
- * respect to every fiber), after which the requests it admitted or failed are told. What the
- * metrics read synchronously (`local`) is the state the last step left.
+ * The in-memory store: the model's state, each step one synchronous call (nothing else runs
+ * in between), after which the requests it admitted or failed are told. What the metrics read
+ * synchronously (`local`) is the state the last step left.
  */
 export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): MemoryStore => {
   let current = Model.empty({ maxUserQueue: config.maxUserQueue, maxTotal: config.maxTotal })
-  const ref = Ref.unsafeMake(current)
   const tickets = new Map<number, MemoryTicket>()
   /** Completed when no slot is held any more: one for each stretch of time with slots held. */
   let idle: Deferred.Deferred<void> | undefined
@@ -59,15 +59,16 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
   }
 
   /**
-   * One step: one `Ref.modify` whose function applies the model and tells what the step did
-   * (a woken waiter resumes on its own fiber, after the state is set), returning `f` of it.
-   * `event` may throw (a tier function returning garbage): then nothing changes.
+   * One step: applies the model and tells what the step did (a woken waiter resumes on its own
+   * fiber, after the state is set), returning `f` of it. `event` may throw (a tier function
+   * returning garbage): then nothing changes.
    */
+  const apply = <A>(event: (state: Model.State) => Model.Event, f: (transition: Model.Transition) => A): A =>
+    f(tell(Model.step(current, event(current), outside)))
+
+  /** `apply` as an effect. */
   const run = <A>(event: (state: Model.State) => Model.Event, f: (transition: Model.Transition) => A) =>
-    Ref.modify(ref, (state) => {
-      const transition = tell(Model.step(state, event(state), outside))
-      return [f(transition), transition.state]
-    })
+    Effect.sync(() => apply(event, f))
 
   const done = () => undefined
   const outcomeOf = (decision: Model.Decision): Outcome => {
@@ -100,15 +101,25 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
     }
   }
 
-  return {
+  const now: SyncSteps = {
     acquire: (userId, bypass, wait) =>
-      run(
+      apply(
         (state) => {
           const { limit, maxWaiting } = config.tierOf(userId, state.limits.maxUserQueue)
           return { _tag: "Acquire", userId, limit, maxWaiting, bypass, wait }
         },
         (t) => outcomeOf(t.decision!)
       ),
+    release: (userId) =>
+      apply(
+        () => ({ _tag: "Release", userId }),
+        (t) => t.left
+      )
+  }
+
+  return {
+    now,
+    acquire: (userId, bypass, wait, raw) => Effect.sync(() => now.acquire(userId, bypass, wait, raw)),
     awaitTurn: (ticket) =>
       Effect.async((resume) => {
         const t = ticket as MemoryTicket
@@ -126,29 +137,25 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
         tickets.delete(t.waiter.id)
         return run(() => ({ _tag: "Leave", waiter: t.waiter }), done)
       }),
-    release: (userId) =>
-      run(
-        () => ({ _tag: "Release", userId }),
-        (t) => t.left
-      ),
+    release: (userId, lease) => Effect.sync(() => now.release(userId, lease)),
     recheck: (userId) => run(() => ({ _tag: "Recheck", userId }), done),
     // this store's own view: the slots held outside are not its to show
     standing: (userId) =>
-      Effect.map(Ref.get(ref), (state) => ({
-        active: Model.countOf(state, userId),
-        waiting: Model.waitingOf(state, userId),
-        inFlight: state.inFlight,
-        limits: state.limits
+      Effect.sync(() => ({
+        active: Model.countOf(current, userId),
+        waiting: Model.waitingOf(current, userId),
+        inFlight: current.inFlight,
+        limits: current.limits
       })),
-    users: Effect.map(Ref.get(ref), (state) => HashMap.size(state.counts)),
-    snapshot: Effect.map(Ref.get(ref), (state) => state.counts),
-    totals: Effect.map(Ref.get(ref), (state) => ({
-      inFlight: state.inFlight,
-      activeUsers: HashMap.size(state.counts),
-      waiting: state.waiting,
-      waitingUsers: HashMap.size(state.lines),
-      acquired: state.acquired,
-      refused: state.refused
+    users: Effect.sync(() => HashMap.size(current.counts)),
+    snapshot: Effect.sync(() => current.counts),
+    totals: Effect.sync(() => ({
+      inFlight: current.inFlight,
+      activeUsers: HashMap.size(current.counts),
+      waiting: current.waiting,
+      waitingUsers: HashMap.size(current.lines),
+      acquired: current.acquired,
+      refused: current.refused
     })),
     limits: () => current.limits,
     resize: (limits) =>

@@ -1,6 +1,6 @@
 /**
  * The scheduling model: every rule of the manager, as one pure transition over an immutable
- * state. The in-memory store holds this state in a `Ref` and makes each step one `Ref.modify`;
+ * state. The in-memory store holds this state and makes each step one synchronous call;
  * the Redis store's Lua (`redis/store.lua`) obeys the same rules, and a differential test drives
  * both with the same events.
  *

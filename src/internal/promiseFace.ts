@@ -1,6 +1,8 @@
-import { Cause, Effect, Exit, Option } from "effect"
+import { Cause, Context, Effect, Exit, Option } from "effect"
+import type { Runtime } from "effect"
 import type { AcquireOptions, PromiseQueue, QueueManager, Service, Slot, SlotOptions, UserId } from "../QueueManager.js"
 import { QueueShutdown } from "./errors.js"
+import { type Direct, directIn } from "./queueManager.js"
 import { makeRunner, type QueueRuntime, unstoppable } from "./runner.js"
 
 const module = "effect-queue-manager/QueueManager.toPromise"
@@ -24,9 +26,50 @@ const settle =
     throw Cause.squash(exit.cause)
   }
 
-/** The manager `tag` finds in `runtime`, for code that is not Effect: see `QueueManager.toPromise`. */
-export const toPromise = (runtime: QueueRuntime, tag: Effect.Effect<Service, never, QueueManager>): PromiseQueue => {
-  const run = makeRunner(module, runtime)
+/**
+ * `work` under a slot taken by `direct`'s steps, without a fiber: given back once the work
+ * settles, whatever the outcome; its value, or what the take or the work threw, as a promise.
+ */
+const inSlot = <A>(direct: Direct, userId: UserId, bypass: boolean, work: (slot: Slot) => PromiseLike<A> | A) => {
+  let result: PromiseLike<A> | A
+  try {
+    const slot = direct.take(userId, bypass)
+    try {
+      result = work(slot)
+    } catch (error) {
+      direct.give(userId)
+      throw error
+    }
+  } catch (error) {
+    return Promise.reject(error)
+  }
+  return Promise.resolve(result).then(
+    (value) => {
+      direct.give(userId)
+      return value
+    },
+    (error: unknown) => {
+      direct.give(userId)
+      throw error
+    }
+  )
+}
+
+/**
+ * The manager `tag` finds in `runtime`, for code that is not Effect: see `QueueManager.toPromise`.
+ * A `withSlot` that does not wait runs without a fiber where the manager allows it (see
+ * `Direct`): the fiber costs several times the steps themselves.
+ */
+export const toPromise = (runtime: QueueRuntime, tag: Context.Tag<QueueManager, Service>): PromiseQueue => {
+  const { run, ready } = makeRunner(module, runtime)
+  let known: { readonly runtime: Runtime.Runtime<QueueManager>; readonly direct: Direct | undefined } | undefined
+  /** The manager's `Direct` steps, when a call made now may take them. */
+  const direct = () => {
+    const built = ready()
+    if (built === undefined) return undefined
+    if (known?.runtime !== built) known = { runtime: built, direct: directIn(Context.get(built.context, tag), built) }
+    return known.direct
+  }
   const withQueue = <A, E>(
     f: (queue: Service) => Effect.Effect<A, E>,
     userId?: UserId,
@@ -34,6 +77,8 @@ export const toPromise = (runtime: QueueRuntime, tag: Effect.Effect<Service, nev
   ) => run(Effect.flatMap(tag, f)).then(settle(userId, done))
   return {
     withSlot: <A>(userId: UserId, work: (slot: Slot) => PromiseLike<A> | A, options?: SlotOptions) => {
+      const steps = options?.onFull === "wait" ? undefined : direct()
+      if (steps !== undefined) return inSlot(steps, userId, options?.bypassUserLimit === true, work)
       let started: ReturnType<typeof unstoppable<A>> | undefined
       return withQueue(
         (queue) =>

@@ -1,5 +1,6 @@
 import { Clock, ConfigError, Context, DefaultServices, Effect, Exit, FiberRef, LogLevel, Metric, Tracer } from "effect"
-import { Fiber, FiberId, Option } from "effect"
+import { Fiber, FiberId, FiberRefs, Option } from "effect"
+import type { MetricLabel, Runtime } from "effect"
 import type { AcquireOptions, Options, Service, Slot, SlotOptions, UserId } from "../QueueManager.js"
 import * as QueueMetrics from "../QueueMetrics.js"
 import { validateLimit } from "./config.js"
@@ -10,7 +11,7 @@ import { makeMemoryStore } from "./memoryStore.js"
 import * as Model from "./model.js"
 import { type Grant, type Lease, type Outcome, QueueStore, type Store, type StoreConfig } from "./store.js"
 import { makeTierOf, validateUserLimit } from "./tiers.js"
-import { withValidUserId } from "./userId.js"
+import { invalidUserId, withValidUserId } from "./userId.js"
 
 type Restore = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 type RuntimeFiber = Fiber.RuntimeFiber<unknown, unknown>
@@ -51,6 +52,50 @@ class Refused {
 /** Whether `fiber` sends spans somewhere: a tracer other than the built-in one, tracing enabled. */
 const tracing = (fiber: RuntimeFiber) =>
   fiber.currentTracer !== builtInTracer && fiber.getFiberRef(FiberRef.currentTracerEnabled)
+
+/**
+ * Whether a fiber started on `runtime` would neither trace nor log at debug level in the
+ * manager (what `tracing` and `debug` check in the fiber): then a `Direct` step does all it does.
+ */
+const quietIn = (runtime: Runtime.Runtime<never>) => {
+  const read = <A>(ref: FiberRef.FiberRef<A>) => FiberRefs.getOrDefault(runtime.fiberRefs, ref)
+  const tracer = Context.get(read(DefaultServices.currentServices), Tracer.Tracer)
+  return (
+    (tracer === builtInTracer || !read(FiberRef.currentTracerEnabled)) &&
+    LogLevel.greaterThan(read(FiberRef.currentMinimumLogLevel), LogLevel.Debug)
+  )
+}
+
+/**
+ * `withSlot`'s steps without a fiber, for the Promise face over a store that takes its steps
+ * synchronously (in memory), for a request that does not wait: the same validation, store
+ * steps, refusals and metrics as the fiber's, reported with the runtime's metric labels.
+ */
+export interface Direct {
+  /** Takes a slot of `userId`, or throws what `withSlot` would fail with (a refusal, an invalid id). */
+  readonly take: (userId: UserId, bypass: boolean) => Slot
+  /** Gives back a slot `take` gave. */
+  readonly give: (userId: UserId) => void
+}
+
+/** What each manager needs to make its `Direct` steps: its store's synchronous steps and its reporter. */
+const directs = new WeakMap<Service, (labels: ReadonlyArray<MetricLabel.MetricLabel>) => Direct>()
+
+/**
+ * The `Direct` steps of `service` for calls made with `runtime`'s FiberRefs; `undefined` when
+ * its store cannot take a step synchronously, or when a fiber there would trace or log at
+ * debug level (only the fiber does those).
+ */
+export const directIn = (service: Service, runtime: Runtime.Runtime<never>): Direct | undefined => {
+  const make = directs.get(service)
+  return make !== undefined && quietIn(runtime)
+    ? make(FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels))
+    : undefined
+}
+
+/** The refusal of a request the store refused. */
+const refusal = (userId: UserId, { active, limit, reason }: Extract<Outcome, { _tag: "Refused" }>) =>
+  new QueueFull({ userId, reason, active, limit })
 
 /** `first` then `second`, skipping `first` when it is `Effect.void` (disabled logs on the hit path). */
 const andThen = <A, E, R>(first: Effect.Effect<void>, second: Effect.Effect<A, E, R>) =>
@@ -223,7 +268,7 @@ export const makeWith = <E, R>(
                   const { reason, active, limit } = outcome
                   return Effect.zipRight(
                     debug(fiber, "slot refused", () => ({ userId: id, reason, active, limit, bypass })),
-                    Effect.fail(new QueueFull({ userId: id, reason, active, limit }))
+                    Effect.fail(refusal(id, outcome))
                   )
                 }
                 case "Shutdown":
@@ -311,7 +356,7 @@ export const makeWith = <E, R>(
 
     const slotOf = (userId: UserId, grant: Grant): Slot => ({ userId, token: grant.token })
 
-    return {
+    const service: Service = {
       get maxUserQueue() {
         return store.limits().maxUserQueue
       },
@@ -398,5 +443,25 @@ export const makeWith = <E, R>(
       shutdown,
       awaitIdle: store.awaitIdle,
       drain: Effect.zipRight(shutdown, store.awaitIdle)
-    } satisfies Service
+    }
+
+    const now = store.now
+    if (now !== undefined) {
+      directs.set(service, (labels) => ({
+        take: (userId, bypass) => {
+          const invalid = invalidUserId(userId)
+          if (invalid !== undefined) throw invalid
+          const outcome = now.acquire(userId, bypass, false, false)
+          reporter(labels)
+          if (outcome._tag === "Acquired") return slotOf(userId, outcome.grant)
+          // a request that does not wait is never queued
+          throw outcome._tag === "Refused" ? refusal(userId, outcome) : new QueueShutdown({ userId })
+        },
+        give: (userId) => {
+          now.release(userId, undefined)
+          reporter(labels)
+        }
+      }))
+    }
+    return service
   })

@@ -11,6 +11,16 @@ export type QueueRuntime = Runtime.Runtime<QueueManager> | ManagedRuntime.Manage
  */
 export type Run = <A, E>(effect: Effect.Effect<A, E, QueueManager>) => Promise<Exit.Exit<A, unknown>>
 
+/** How code that is not Effect runs its calls on a `QueueRuntime`. */
+export interface Runner {
+  readonly run: Run
+  /**
+   * The runtime, when a call made now may use it without a fiber (`Run` would start one at
+   * once): built, no call still waiting on the build, not disposed; `undefined` otherwise.
+   */
+  readonly ready: () => Runtime.Runtime<QueueManager> | undefined
+}
+
 /**
  * Whether a runtime's build died because the runtime was disposed: Effect's `ManagedRuntime`,
  * once disposed, dies with a message (a string), where a layer's own failure is a typed error
@@ -30,13 +40,13 @@ const gone = (cause: Cause.Cause<unknown>) => {
  * made after it was disposed ends interrupted, as one cut short by the dispose does. Throws
  * naming `module` when `runtime` is neither kind.
  */
-export const makeRunner = (module: string, runtime: QueueRuntime): Run => {
+export const makeRunner = (module: string, runtime: QueueRuntime): Runner => {
   if (ManagedRuntime.isManagedRuntime(runtime)) {
-    let built = false
+    let built: Runtime.Runtime<QueueManager> | undefined
     let building: Promise<Exit.Exit<Runtime.Runtime<QueueManager>, unknown>> | undefined
     let waiting = 0
-    return <A, E>(effect: Effect.Effect<A, E, QueueManager>): Promise<Exit.Exit<A, unknown>> => {
-      if (built && waiting === 0) {
+    const run = <A, E>(effect: Effect.Effect<A, E, QueueManager>): Promise<Exit.Exit<A, unknown>> => {
+      if (built !== undefined && waiting === 0) {
         // a runtime disposed since dies before it runs the call: to the caller, the call was cut
         // short by the runtime's end, as one running then is (interrupted), not a defect
         let entered = false
@@ -50,7 +60,7 @@ export const makeRunner = (module: string, runtime: QueueRuntime): Run => {
       }
       // registered first, so `built` is set before any call queued behind it runs
       building ??= Effect.runPromiseExit(runtime.runtimeEffect).then((exit) => {
-        built = Exit.isSuccess(exit)
+        if (Exit.isSuccess(exit)) built = exit.value
         return exit
       })
       waiting++
@@ -60,9 +70,13 @@ export const makeRunner = (module: string, runtime: QueueRuntime): Run => {
         return gone(exit.cause) ? Exit.interrupt(FiberId.none) : Exit.failCause(exit.cause)
       })
     }
+    // a disposed runtime fails whatever it runs; a live one returns `Effect.void` without a fiber
+    const ready = () =>
+      built !== undefined && waiting === 0 && Exit.isSuccess(runtime.runSyncExit(Effect.void)) ? built : undefined
+    return { run, ready }
   }
   if (typeof runtime === "object" && runtime !== null && "context" in runtime && "fiberRefs" in runtime) {
-    return Runtime.runPromiseExit(runtime)
+    return { run: Runtime.runPromiseExit(runtime), ready: () => runtime }
   }
   return badOption(module, "runtime", "a Runtime or a ManagedRuntime", runtime)
 }

@@ -95,6 +95,15 @@ export interface Standing {
 export type Released = number | "sent" | undefined
 
 /**
+ * A store's `acquire` and `release` as synchronous calls, for a store that never waits on
+ * anything to take a step (in memory): what the Promise face's `withSlot` calls without a fiber.
+ */
+export interface SyncSteps {
+  readonly acquire: (userId: UserId, bypass: boolean, wait: boolean, raw: boolean) => Outcome
+  readonly release: (userId: UserId, lease: Lease | undefined) => Released
+}
+
+/**
  * The state boundary behind the QueueManager policy: counts, limits, waiting lines and
  * fairness. The policy validates, logs, reports and makes every acquisition interrupt-safe; a
  * store keeps its promises per operation. `E`: how a call to the store can fail (`never` in
@@ -129,6 +138,8 @@ export interface Store<E = StoreUnavailable> {
   /** Completes once this process holds no slot and has no acquisition on its way. */
   readonly awaitIdle: Effect.Effect<void>
   readonly local: Local
+  /** The same `acquire` and `release`, synchronous, when the store can take them so. */
+  readonly now?: SyncSteps | undefined
 }
 
 /**

@@ -17,6 +17,14 @@ const invalidReason = (userId: unknown): string | undefined => {
 const describe = (userId: unknown): string =>
   typeof userId === "string" ? JSON.stringify(userId) : typeof userId === "number" ? String(userId) : typeof userId
 
+/** The `IllegalArgumentException` naming `userId` when it is not a valid user id; `undefined` when it is one. */
+export const invalidUserId = (userId: unknown): Cause.IllegalArgumentException | undefined => {
+  const reason = invalidReason(userId)
+  return reason === undefined
+    ? undefined
+    : new Cause.IllegalArgumentException(`QueueManager: invalid userId ${describe(userId)}: ${reason}`)
+}
+
 /**
  * Runs `f` with `userId` once it is known to be a valid user id; otherwise dies with an
  * `IllegalArgumentException` naming the value, before anything is read or changed.
@@ -25,8 +33,6 @@ export const withValidUserId = <A, E, R>(
   userId: UserId,
   f: (userId: UserId) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> => {
-  const reason = invalidReason(userId)
-  return reason === undefined
-    ? f(userId)
-    : Effect.die(new Cause.IllegalArgumentException(`QueueManager: invalid userId ${describe(userId)}: ${reason}`))
+  const invalid = invalidUserId(userId)
+  return invalid === undefined ? f(userId) : Effect.die(invalid)
 }

@@ -1,6 +1,7 @@
-import { Cause, Effect, Exit, Option, Schema } from "effect"
+import { Cause, Option, Schema } from "effect"
+import type { Effect } from "effect"
 import type { Service, UserId } from "../QueueManager.js"
-import { withValidUserId } from "./userId.js"
+import { invalidUserId } from "./userId.js"
 
 /**
  * What an adapter does with a request or update that has no valid user key: `"allow"` runs it
@@ -46,12 +47,7 @@ const describe = (value: unknown): string => {
 }
 
 /** Why `value` is not a valid user id (the core's own check and message), or `undefined` when it is one. */
-const invalidUserId = (value: unknown): string | undefined => {
-  const exit = Effect.runSync(Effect.exit(withValidUserId(value as UserId, () => Effect.void)))
-  if (Exit.isSuccess(exit)) return undefined
-  const error = Cause.squash(exit.cause)
-  return error instanceof Error ? error.message : String(error)
-}
+const invalidReason = (value: unknown): string | undefined => invalidUserId(value)?.message
 
 /** An `IllegalArgumentException` naming the module, the option and the value. */
 export const badOption = (module: string, option: string, expected: string, value: unknown): never => {
@@ -68,14 +64,14 @@ export const checkFunction = (module: string, option: string, value: unknown, re
 export const checkRule = (module: string, rule: unknown): MissingKeyRule | undefined => {
   if (rule === undefined || rule === "allow" || rule === "reject") return rule
   const shared = typeof rule === "object" && rule !== null ? (rule as { shared?: unknown }).shared : undefined
-  if (shared !== undefined && invalidUserId(shared) === undefined) return rule as MissingKeyRule
+  if (shared !== undefined && invalidReason(shared) === undefined) return rule as MissingKeyRule
   return badOption(module, "onMissingKey", `"allow", "reject" or { shared: <a valid user id> }`, rule)
 }
 
 /** Decides what to do with a key a key function gave (`undefined`, `None` or an invalid value = no key). */
 export const decide = (rule: MissingKeyRule, given: unknown): KeyDecision => {
   const key = Option.isOption(given) ? Option.getOrUndefined(given) : given
-  const problem = key === undefined || key === null ? "no key given" : invalidUserId(key)
+  const problem = key === undefined || key === null ? "no key given" : invalidReason(key)
   if (problem === undefined) return { _tag: "Slot", userId: key as UserId }
   if (rule === "allow") return { _tag: "Pass" }
   if (rule === "reject") return { _tag: "Refuse", error: new MissingUserKey({ detail: problem }) }
