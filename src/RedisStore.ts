@@ -20,7 +20,7 @@ import { limitFromEnv } from "./internal/config.js"
 import type { StoreUnavailable } from "./internal/errors.js"
 import { withFallback } from "./internal/fallbackStore.js"
 import { makeMemoryStore } from "./internal/memoryStore.js"
-import { isClient, keyPrefixOf } from "./internal/redis/connection.js"
+import { isClient, optionsProblem } from "./internal/redis/connection.js"
 import { makeRedisStore } from "./internal/redis/redisStore.js"
 
 /**
@@ -87,7 +87,7 @@ const urlProblem = (url: string): string | undefined => {
         `options object, and name the keys with the prefix option), got ${JSON.stringify(url)}`
 }
 
-/** What is wrong with a `redis` that is not a URL, if anything: an ioredis client, or plain ioredis options, without `keyPrefix`. */
+/** What is wrong with a `redis` that is not a URL, if anything: an ioredis client, or plain ioredis options, without `keyPrefix` or `stringNumbers`. */
 const targetProblem = (redis: unknown): string | undefined => {
   if (
     !isClient(redis) &&
@@ -97,10 +97,7 @@ const targetProblem = (redis: unknown): string | undefined => {
       typeof redis === "object" && redis !== null ? `a ${redis.constructor?.name ?? "object"}` : String(redis)
     }`
   }
-  const keyPrefix = keyPrefixOf(redis)
-  return keyPrefix === undefined
-    ? undefined
-    : `must not set ioredis' keyPrefix (the store's prefix option names its keys), got keyPrefix ${JSON.stringify(keyPrefix)}`
+  return optionsProblem(redis)
 }
 
 /** A string option or variable, validated by `problem`; the error names it. */

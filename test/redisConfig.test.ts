@@ -64,6 +64,17 @@ describe("RedisStore configuration", () => {
       { maxUserQueue: 1, redis: new Redis({ lazyConnect: true, keyPrefix: "app:" }) },
       `redis must not set ioredis' keyPrefix (the store's prefix option names its keys), got keyPrefix "app:"`
     ],
+    // the store's answers would come back as strings
+    [
+      "redis",
+      { maxUserQueue: 1, redis: { port: 6379, stringNumbers: true } },
+      "redis must not set ioredis' stringNumbers (the store reads its answers as numbers), got stringNumbers true"
+    ],
+    [
+      "redis",
+      { maxUserQueue: 1, redis: new Redis({ lazyConnect: true, stringNumbers: true }) },
+      "redis must not set ioredis' stringNumbers (the store reads its answers as numbers), got stringNumbers true"
+    ],
     // another client library's client (here, its shape) is not taken for an ioredis one
     [
       "redis",

@@ -72,16 +72,22 @@ describe("Redis Cluster", () => {
     })
   )
 
-  it.effect("a Cluster whose redisOptions set keyPrefix is refused, naming it", () =>
+  it.effect.each<[string, object, string]>([
+    [
+      "keyPrefix",
+      { keyPrefix: "app:" },
+      `redis must not set ioredis' keyPrefix (the store's prefix option names its keys), got keyPrefix "app:"`
+    ],
+    [
+      "stringNumbers",
+      { stringNumbers: true },
+      "redis must not set ioredis' stringNumbers (the store reads its answers as numbers), got stringNumbers true"
+    ]
+  ])("a Cluster whose redisOptions set %s is refused, naming it", ([, redisOptions, expected]) =>
     Effect.gen(function* () {
-      const client = new Cluster([{ host: "127.0.0.1", port: clusterPorts()[0]! }], {
-        lazyConnect: true,
-        redisOptions: { keyPrefix: "app:" }
-      })
+      const client = new Cluster([{ host: "127.0.0.1", port: clusterPorts()[0]! }], { lazyConnect: true, redisOptions })
       const exit = yield* Effect.exit(Effect.scoped(RedisStore.make({ maxUserQueue: 1, redis: client })))
-      expect(String(Exit.isFailure(exit) ? exit.cause : "")).toContain(
-        `redis must not set ioredis' keyPrefix (the store's prefix option names its keys), got keyPrefix "app:"`
-      )
+      expect(String(Exit.isFailure(exit) ? exit.cause : "")).toContain(expected)
       expect(client.status).toBe("wait")
     })
   )

@@ -36,18 +36,27 @@ export const isClient = (value: unknown): value is Client =>
   typeof (value as Partial<Client>).status === "string" &&
   typeof (value as Partial<Client>).options === "object"
 
+/** The ioredis options the store cannot work under, as a client, options or a Cluster's `redisOptions` may set them. */
+interface Refused {
+  readonly keyPrefix?: string
+  readonly stringNumbers?: boolean
+}
+
 /**
- * The ioredis `keyPrefix` of a client or of options, if one is set. The store cannot take one:
- * ioredis adds it to the keys of scripts but not to those of the raw `FCALL`s, so two processes
- * of one prefix would keep two states.
+ * What is wrong with the ioredis options of a client or of options, if anything. The store
+ * cannot take a `keyPrefix` (ioredis adds it to the keys of scripts but not to those of the raw
+ * `FCALL`s, so two processes of one prefix would keep two states) nor `stringNumbers` (the
+ * store's answers are numbers).
  */
-export const keyPrefixOf = (target: Client | RedisOptions): string | undefined => {
-  const options = (isClient(target) ? target.options : target) as {
-    readonly keyPrefix?: string
-    readonly redisOptions?: { readonly keyPrefix?: string }
-  }
+export const optionsProblem = (target: Client | RedisOptions): string | undefined => {
+  const options = (isClient(target) ? target.options : target) as Refused & { readonly redisOptions?: Refused }
   const prefix = options.keyPrefix ?? options.redisOptions?.keyPrefix
-  return prefix === undefined || prefix === "" ? undefined : prefix
+  if (prefix !== undefined && prefix !== "") {
+    return `must not set ioredis' keyPrefix (the store's prefix option names its keys), got keyPrefix ${JSON.stringify(prefix)}`
+  }
+  return options.stringNumbers === true || options.redisOptions?.stringNumbers === true
+    ? "must not set ioredis' stringNumbers (the store reads its answers as numbers), got stringNumbers true"
+    : undefined
 }
 
 const isCluster = (client: Client): client is Cluster => (client as { readonly isCluster?: boolean }).isCluster === true
