@@ -96,6 +96,19 @@ describe("QueueManager.toPromise", () => {
     })
   )
 
+  it.scopedLive("calls through two faces of one runtime still building are served in the order they were made", () =>
+    Effect.gen(function* () {
+      const runtime = yield* runtimeOf({ maxUserQueue: 1 }, 50)
+      const faces = [QueueManager.toPromise(runtime), QueueManager.toPromise(runtime)]
+      const order: Array<number> = []
+      const calls = Array.from({ length: 8 }, (_, i) =>
+        faces[i % 2]!.withSlot("chat", () => order.push(i), { onFull: "wait" })
+      )
+      yield* Effect.promise(() => Promise.all(calls))
+      expect(order).toEqual([0, 1, 2, 3, 4, 5, 6, 7])
+    })
+  )
+
   it.scopedLive("tryAcquire, release, check and drain", () =>
     Effect.gen(function* () {
       const queue = QueueManager.toPromise(yield* runtimeOf({ maxUserQueue: 1 }))

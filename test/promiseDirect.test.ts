@@ -185,4 +185,92 @@ describe("QueueManager.toPromise without a fiber", () => {
       await runtime.dispose()
     })
   )
+
+  it.live(
+    "a work's promise is awaited as the fiber awaits it, even one with an own then or a throwing constructor",
+    () =>
+      Effect.promise(async () => {
+        const odd: Record<string, () => Promise<string>> = {
+          "an own then that throws": () =>
+            Object.assign(Promise.resolve("v"), {
+              then: () => {
+                throw new Error("own then")
+              }
+            }),
+          "an own then that never calls back": () => Object.assign(Promise.resolve("v"), { then: () => undefined }),
+          "a constructor that throws": () =>
+            Object.defineProperty(Promise.resolve("v"), "constructor", {
+              get: () => {
+                throw new Error("constructor")
+              }
+            })
+        }
+        const answers = async (extra: Layer.Layer<never>) => {
+          const runtime = ManagedRuntime.make(
+            Layer.mergeAll(QueueManager.layer({ maxUserQueue: 1 }), Logger.remove(Logger.defaultLogger), extra)
+          )
+          const queue = QueueManager.toPromise(runtime)
+          await queue.stats()
+          const seen: Record<string, unknown> = {}
+          for (const [name, work] of Object.entries(odd)) {
+            let call: Promise<unknown> | undefined
+            try {
+              call = queue.withSlot(1, work)
+            } catch (error) {
+              seen[name] = { threw: String(error) }
+              continue
+            }
+            seen[name] = { outcome: await outcome(call), held: (await queue.stats()).inFlight }
+          }
+          await runtime.dispose()
+          return seen
+        }
+        const direct = await answers(Layer.empty)
+        expect(direct).toEqual(await answers(debugLevel))
+        expect(direct).toEqual({
+          "an own then that throws": { outcome: { value: "v" }, held: 0 },
+          "an own then that never calls back": { outcome: { value: "v" }, held: 0 },
+          "a constructor that throws": {
+            outcome: { error: "Error", message: "constructor" },
+            held: 0
+          }
+        })
+      })
+  )
+
+  it.live("a userLimit that calls the manager is refused, and admits nothing past the limits", () =>
+    Effect.promise(async () => {
+      let queue: QueueManager.PromiseQueue | undefined
+      const nested: Array<Promise<unknown>> = []
+      const runtime = ManagedRuntime.make(
+        Layer.merge(
+          QueueManager.layer({
+            maxUserQueue: 1,
+            maxTotal: 1,
+            userLimit: (userId, maxUserQueue) => {
+              if (userId === 1) nested.push(outcome(queue!.withSlot(2, () => "nested")))
+              return maxUserQueue
+            }
+          }),
+          Logger.remove(Logger.defaultLogger)
+        )
+      )
+      queue = QueueManager.toPromise(runtime)
+      await queue.stats()
+      let release = () => {}
+      const outer = queue.withSlot(1, () => new Promise<void>((resolve) => (release = resolve)))
+      expect(await Promise.all(nested)).toEqual([
+        {
+          _tag: "IllegalArgumentException",
+          error: "Base",
+          message:
+            "QueueManager: the manager was called from inside one of its own steps (a userLimit function must not call it)"
+        }
+      ])
+      expect(await queue.stats()).toMatchObject({ inFlight: 1, activeUsers: 1 })
+      release()
+      await outer
+      await runtime.dispose()
+    })
+  )
 })

@@ -1,4 +1,4 @@
-import { Deferred, Effect, Exit, FiberId, HashMap } from "effect"
+import { Cause, Deferred, Effect, Exit, FiberId, HashMap } from "effect"
 import { QueueShutdown } from "./errors.js"
 import * as Model from "./model.js"
 import type { Grant, Local, Outcome, Store, StoreConfig, SyncSteps, Ticket } from "./store.js"
@@ -58,13 +58,28 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
     return transition
   }
 
+  /** Whether a step is being taken: the tier function, which runs inside one, may not start another. */
+  let stepping = false
+
   /**
    * One step: applies the model and tells what the step did (a woken waiter resumes on its own
    * fiber, after the state is set), returning `f` of it. `event` may throw (a tier function
-   * returning garbage): then nothing changes.
+   * returning garbage): then nothing changes. A step started from inside another (a tier
+   * function calling the manager) throws: the outer step would overwrite what it did.
    */
-  const apply = <A>(event: (state: Model.State) => Model.Event, f: (transition: Model.Transition) => A): A =>
-    f(tell(Model.step(current, event(current), outside)))
+  const apply = <A>(event: (state: Model.State) => Model.Event, f: (transition: Model.Transition) => A): A => {
+    if (stepping) {
+      throw new Cause.IllegalArgumentException(
+        "QueueManager: the manager was called from inside one of its own steps (a userLimit function must not call it)"
+      )
+    }
+    stepping = true
+    try {
+      return f(tell(Model.step(current, event(current), outside)))
+    } finally {
+      stepping = false
+    }
+  }
 
   /** `apply` as an effect. */
   const run = <A>(event: (state: Model.State) => Model.Event, f: (transition: Model.Transition) => A) =>

@@ -29,30 +29,23 @@ const settle =
 /**
  * `work` under a slot taken by `direct`'s steps, without a fiber: given back once the work
  * settles, whatever the outcome; its value, or what the take or the work threw, as a promise.
+ * The work is awaited as the fiber's `unstoppable` awaits it (a promise's own `then` is not
+ * called; whatever it throws rejects).
  */
 const inSlot = <A>(direct: Direct, userId: UserId, bypass: boolean, work: (slot: Slot) => PromiseLike<A> | A) => {
-  let result: PromiseLike<A> | A
+  let slot: Slot
   try {
-    const slot = direct.take(userId, bypass)
-    try {
-      result = work(slot)
-    } catch (error) {
-      direct.give(userId)
-      throw error
-    }
+    slot = direct.take(userId, bypass)
   } catch (error) {
     return Promise.reject(error)
   }
-  return Promise.resolve(result).then(
-    (value) => {
+  return (async () => {
+    try {
+      return await work(slot)
+    } finally {
       direct.give(userId)
-      return value
-    },
-    (error: unknown) => {
-      direct.give(userId)
-      throw error
     }
-  )
+  })()
 }
 
 /**
@@ -67,7 +60,10 @@ export const toPromise = (runtime: QueueRuntime, tag: Context.Tag<QueueManager, 
   const direct = () => {
     const built = ready()
     if (built === undefined) return undefined
-    if (known?.runtime !== built) known = { runtime: built, direct: directIn(Context.get(built.context, tag), built) }
+    if (known?.runtime !== built) {
+      const service = Context.getOption(built.context, tag)
+      known = { runtime: built, direct: Option.isSome(service) ? directIn(service.value, built) : undefined }
+    }
     return known.direct
   }
   const withQueue = <A, E>(

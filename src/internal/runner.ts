@@ -31,17 +31,23 @@ const gone = (cause: Cause.Cause<unknown>) => {
   return Option.isNone(Cause.failureOption(cause)) && defects.length > 0 && defects.every((d) => typeof d === "string")
 }
 
+/** The runner of each `ManagedRuntime` in use: every face and middleware on one runtime shares it. */
+const runners = new WeakMap<ManagedRuntime.ManagedRuntime<QueueManager, unknown>, Runner>()
+
 /**
  * Runs effects on `runtime`, started in the order they were asked for, also while a
- * `ManagedRuntime` is still building: every call made meanwhile waits on one and the same
- * build (a `ManagedRuntime` asked for its runtime by each call builds in a fiber per call, and
- * those resume in no set order, so the first requests would not be served first). Once built,
- * calls go through the `ManagedRuntime` itself, which knows when it has been disposed; a call
- * made after it was disposed ends interrupted, as one cut short by the dispose does. Throws
- * naming `module` when `runtime` is neither kind.
+ * `ManagedRuntime` is still building: every call made meanwhile, through any face or
+ * middleware of that runtime, waits on one and the same build (a `ManagedRuntime` asked for
+ * its runtime by each call builds in a fiber per call, and those resume in no set order, so
+ * the first requests would not be served first). Once built, calls go through the
+ * `ManagedRuntime` itself, which knows when it has been disposed; a call made after it was
+ * disposed ends interrupted, as one cut short by the dispose does. Throws naming `module`
+ * when `runtime` is neither kind.
  */
 export const makeRunner = (module: string, runtime: QueueRuntime): Runner => {
   if (ManagedRuntime.isManagedRuntime(runtime)) {
+    const known = runners.get(runtime)
+    if (known !== undefined) return known
     let built: Runtime.Runtime<QueueManager> | undefined
     let building: Promise<Exit.Exit<Runtime.Runtime<QueueManager>, unknown>> | undefined
     let waiting = 0
@@ -73,7 +79,9 @@ export const makeRunner = (module: string, runtime: QueueRuntime): Runner => {
     // a disposed runtime fails whatever it runs; a live one returns `Effect.void` without a fiber
     const ready = () =>
       built !== undefined && waiting === 0 && Exit.isSuccess(runtime.runSyncExit(Effect.void)) ? built : undefined
-    return { run, ready }
+    const runner = { run, ready }
+    runners.set(runtime, runner)
+    return runner
   }
   if (typeof runtime === "object" && runtime !== null && "context" in runtime && "fiberRefs" in runtime) {
     return { run: Runtime.runPromiseExit(runtime), ready: () => runtime }
