@@ -125,7 +125,7 @@ export const redisCycles: Benchmark = {
         ],
         targets: [target(scenarios[0]!, 1, "≥ 1.00× (no slower)"), target(scenarios[1]!, 0.5, "≥ 2.00×")],
         notes: [
-          "Where the time goes (measured on this machine with `INFO commandstats`, `INFO cpu` and " +
+          "Where the time goes (measured on the machine of the runs of 2026-12-06 with `INFO commandstats`, `INFO cpu` and " +
             "`process.cpuUsage` on the compiled library; the figures move with its load). With 64 callers on 64 " +
             "users a round trip carries up to 32 operations, and per cycle this process spends about 26 µs of CPU " +
             "and Redis about 9 µs (8.5 µs of script, about 8 commands). About 17 µs of this process's share is the " +
