@@ -38,9 +38,12 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
   /** Completed when no slot is held any more: one for each stretch of time with slots held. */
   let idle: Deferred.Deferred<void> | undefined
 
-  /** Tells what a step did: admitted and failed requests, and who waits for idleness. */
+  /**
+   * Tells what a step did, its state already set: admitted and failed requests, and who waits
+   * for idleness. A fiber told may run at once (on a scheduler that runs tasks at once) and take
+   * steps of its own meanwhile: each starts from the state already set.
+   */
   const tell = (transition: Model.Transition) => {
-    current = transition.state
     for (const [waiter, granted] of transition.admitted) {
       const ticket = tickets.get(waiter.id)!
       tickets.delete(waiter.id)
@@ -55,17 +58,17 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
       Deferred.unsafeDone(idle, Exit.void)
       idle = undefined
     }
-    return transition
   }
 
-  /** Whether a step is being taken: the tier function, which runs inside one, may not start another. */
+  /** Whether the model is taking a step: the tier function, called inside one, may not start another. */
   let stepping = false
 
   /**
-   * One step: applies the model and tells what the step did (a woken waiter resumes on its own
-   * fiber, after the state is set), returning `f` of it. `event` may throw (a tier function
-   * returning garbage): then nothing changes. A step started from inside another (a tier
-   * function calling the manager) throws: the outer step would overwrite what it did.
+   * One step: applies the model, sets the state, takes `f` of the transition (a waiting
+   * request's ticket exists before anyone is told), then tells what the step did. `event` may
+   * throw (a tier function returning garbage): then nothing changes. A step started from
+   * inside the model's (a tier function calling the manager) throws: the outer step would
+   * overwrite what it did.
    */
   const apply = <A>(event: (state: Model.State) => Model.Event, f: (transition: Model.Transition) => A): A => {
     if (stepping) {
@@ -74,11 +77,16 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
       )
     }
     stepping = true
+    let transition: Model.Transition
     try {
-      return f(tell(Model.step(current, event(current), outside)))
+      transition = Model.step(current, event(current), outside)
     } finally {
       stepping = false
     }
+    current = transition.state
+    const result = f(transition)
+    tell(transition)
+    return result
   }
 
   /** `apply` as an effect. */
