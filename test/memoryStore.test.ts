@@ -3,8 +3,9 @@
  * steps of its own.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Scheduler } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Option, Scheduler } from "effect"
 import { QueueManager } from "../src/index.js"
+import { eventually } from "./eventually.js"
 
 /** Runs each task as soon as it is scheduled, inside the call that scheduled it. */
 const atOnce = Scheduler.make((task) => task())
@@ -34,5 +35,49 @@ describe("the in-memory store", () => {
       expect(yield* Effect.forEach(waiters, Fiber.await)).toEqual([Exit.succeed(1), Exit.succeed(2)])
       expect(yield* queue.stats).toMatchObject({ inFlight: 0, waiting: 0, activeUsers: 0 })
     }).pipe(Effect.provide(QueueManager.layer(options)))
+  )
+
+  it.live("waiters of one step interrupting each other as they are told: each ends once, nothing stays held", () =>
+    Effect.gen(function* () {
+      const queue = yield* QueueManager.QueueManager
+      expect(yield* queue.tryAcquire(1)).toBe(true)
+      // when the first of the pair fails, Effect.all interrupts the second, at once, while the
+      // shutdown's step is still telling its waiters
+      const wait = queue.withSlot(1, { onFull: "wait" })(Effect.void)
+      const pair = yield* Effect.fork(
+        Effect.all([wait, wait], { concurrency: "unbounded" }).pipe(Effect.withScheduler(atOnce))
+      )
+      const third = yield* Effect.fork(wait)
+      yield* eventually("three requests wait", queue.stats, (s) => s.waiting === 3)
+      yield* queue.shutdown
+      const pairExit = yield* Fiber.await(pair)
+      expect(Exit.isFailure(pairExit) && Cause.failureOption(pairExit.cause)).toEqual(
+        Option.some(new QueueManager.QueueShutdown({ userId: 1 }))
+      )
+      expect(yield* Fiber.await(third)).toEqual(Exit.fail(new QueueManager.QueueShutdown({ userId: 1 })))
+      yield* queue.release(1)
+      expect(yield* queue.stats).toMatchObject({ inFlight: 0, waiting: 0, activeUsers: 0 })
+    }).pipe(Effect.provide(QueueManager.layer({ maxUserQueue: 1 })))
+  )
+
+  it.live("awaitIdle ends only with no slot held, also for a fiber that took one as it was told", () =>
+    Effect.gen(function* () {
+      const queue = yield* QueueManager.QueueManager
+      expect(yield* queue.tryAcquire(1)).toBe(true)
+      const waiting = yield* Effect.fork(
+        Effect.gen(function* () {
+          yield* queue.awaitIdle
+          yield* queue.tryAcquire(2)
+          yield* queue.awaitIdle
+        }).pipe(Effect.withScheduler(atOnce))
+      )
+      yield* Effect.sleep("10 millis")
+      yield* queue.release(1)
+      // the fiber ran at once: it holds user 2's slot and waits again
+      expect((yield* queue.stats).inFlight).toBe(1)
+      expect(waiting.unsafePoll()).toBeNull()
+      yield* queue.release(2)
+      expect(yield* Fiber.await(waiting)).toEqual(Exit.void)
+    }).pipe(Effect.provide(QueueManager.layer({ maxUserQueue: 1 })))
   )
 })

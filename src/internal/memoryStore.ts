@@ -3,18 +3,13 @@ import { QueueShutdown } from "./errors.js"
 import * as Model from "./model.js"
 import type { Grant, Local, Outcome, Store, StoreConfig, SyncSteps, Ticket } from "./store.js"
 
-/** A waiting request of the in-memory store: the model's waiter, and how its caller is told. */
+/** A waiting request of the in-memory store: the model's waiter, how it ended, and how its caller is told. */
 class MemoryTicket implements Ticket {
   end: Exit.Exit<Grant, QueueShutdown> | undefined
   wake: ((end: Exit.Exit<Grant, QueueShutdown>) => void) | undefined
   constructor(readonly waiter: Model.Waiter) {}
   get userId() {
     return this.waiter.userId
-  }
-  settle(end: Exit.Exit<Grant, QueueShutdown>): void {
-    if (this.end !== undefined) return
-    this.end = end
-    this.wake?.(end)
   }
 }
 
@@ -38,26 +33,30 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
   /** Completed when no slot is held any more: one for each stretch of time with slots held. */
   let idle: Deferred.Deferred<void> | undefined
 
+  /** The ticket of `waiter`, out of the waiting ones, with how it ended. */
+  const end = (waiter: Model.Waiter, exit: Exit.Exit<Grant, QueueShutdown>) => {
+    const ticket = tickets.get(waiter.id)!
+    tickets.delete(waiter.id)
+    ticket.end = exit
+    return ticket
+  }
+
   /**
    * Tells what a step did, its state already set: admitted and failed requests, and who waits
-   * for idleness. A fiber told may run at once (on a scheduler that runs tasks at once) and take
-   * steps of its own meanwhile: each starts from the state already set.
+   * for idleness. Every ticket gets its end, and idleness its new waiting point, before anyone
+   * is told: a fiber told may run at once (on a scheduler that runs tasks at once) and take
+   * steps of its own, stop waiting (its ticket has ended: what it was granted goes back), or
+   * wait for idleness again.
    */
   const tell = (transition: Model.Transition) => {
-    for (const [waiter, granted] of transition.admitted) {
-      const ticket = tickets.get(waiter.id)!
-      tickets.delete(waiter.id)
-      ticket.settle(Exit.succeed(granted))
-    }
-    for (const waiter of transition.failed) {
-      const ticket = tickets.get(waiter.id)!
-      tickets.delete(waiter.id)
-      ticket.settle(Exit.fail(new QueueShutdown({ userId: waiter.userId })))
-    }
-    if (current.inFlight === 0 && idle !== undefined) {
-      Deferred.unsafeDone(idle, Exit.void)
-      idle = undefined
-    }
+    const told = [
+      ...transition.admitted.map(([waiter, granted]) => end(waiter, Exit.succeed(granted))),
+      ...transition.failed.map((waiter) => end(waiter, Exit.fail(new QueueShutdown({ userId: waiter.userId }))))
+    ]
+    const idleNow = current.inFlight === 0 ? idle : undefined
+    if (idleNow !== undefined) idle = undefined
+    for (const ticket of told) ticket.wake?.(ticket.end!)
+    if (idleNow !== undefined) Deferred.unsafeDone(idleNow, Exit.void)
   }
 
   /** Whether the model is taking a step: the tier function, called inside one, may not start another. */
