@@ -1,5 +1,5 @@
 import { expect, it } from "@effect/vitest"
-import { Effect, FastCheck, Fiber, HashMap, TestClock } from "effect"
+import { Effect, FastCheck, Fiber, HashMap, Scheduler, TestClock } from "effect"
 import { QueueManager } from "../src/index.js"
 
 /** Runs a body inside a slot: the library's two forms, and deliberately broken variants. */
@@ -21,6 +21,8 @@ export interface Request {
   readonly interruptAt: number | null
   /** An `Effect.timeout` around the acquisition (`slot`) or the whole call (`withSlot`). */
   readonly timeoutAfter: number | null
+  /** Whether the request's fiber runs on a scheduler that runs tasks at once: woken inside the step that admits it. */
+  readonly atOnce: boolean
 }
 
 /** A live resize at a random time. */
@@ -56,7 +58,8 @@ const request = (scheduling: boolean): FastCheck.Arbitrary<Request> =>
     holdFor: time,
     outcome: FastCheck.constantFrom("succeed", "fail", "die"),
     interruptAt: FastCheck.option(FastCheck.integer({ min: 0, max: 40 })),
-    timeoutAfter: scheduling ? FastCheck.option(FastCheck.integer({ min: 0, max: 30 })) : none<number>()
+    timeoutAfter: scheduling ? FastCheck.option(FastCheck.integer({ min: 0, max: 30 })) : none<number>(),
+    atOnce: scheduling ? FastCheck.boolean() : FastCheck.constant(false)
   })
 
 const limit = FastCheck.integer({ min: 0, max: 3 })
@@ -92,6 +95,9 @@ export const libraryGuard =
   (q, userId, options) =>
   (body) =>
     form === "slot" ? Effect.scoped(Effect.zipRight(q.slot(userId, options), body)) : q.withSlot(userId, options)(body)
+
+/** Runs each task as soon as it is scheduled, inside the call that scheduled it. */
+export const atOnce = Scheduler.make((task) => task())
 
 /** The highest bound among `values`, or `Infinity` if any of them is 0 (no limit). */
 const loosest = (values: ReadonlyArray<number>) => (values.includes(0) ? Infinity : Math.max(...values))
@@ -133,7 +139,8 @@ export const violations = (prog: Program, guardFor: (form: Request["form"]) => G
           found.push(`user ${r.user}: ${status.waiting} waiting, bound ${status.maxWaiting} of ${waitingBound(r.user)}`)
         if (next.normal > userBound(r.user)) found.push(`user ${r.user}: ${next.normal} > ${userBound(r.user)}`)
         if (total > totalBound) found.push(`${total} bodies running > maxTotal ${totalBound}`)
-        yield* Effect.sleep(r.holdFor)
+        // a body that holds for no time ends without suspending (so, woken at once, inside the step that admitted it)
+        if (r.holdFor > 0) yield* Effect.sleep(r.holdFor)
         if (r.outcome === "fail") yield* Effect.fail("failed")
         if (r.outcome === "die") yield* Effect.die("died")
       }).pipe(
@@ -169,7 +176,9 @@ export const violations = (prog: Program, guardFor: (form: Request["form"]) => G
     }
 
     const fibers = yield* Effect.forEach(prog.requests, (r) =>
-      Effect.fork(Effect.zipRight(Effect.sleep(r.startAt), call(r))).pipe(
+      Effect.fork(
+        Effect.zipRight(Effect.sleep(r.startAt), r.atOnce ? Effect.withScheduler(call(r), atOnce) : call(r))
+      ).pipe(
         Effect.tap((fiber) =>
           r.interruptAt === null
             ? Effect.void

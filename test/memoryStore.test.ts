@@ -3,12 +3,10 @@
  * steps of its own.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, Option, Scheduler } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Option } from "effect"
 import { QueueManager } from "../src/index.js"
+import { atOnce } from "./concurrentSlots.js"
 import { eventually } from "./eventually.js"
-
-/** Runs each task as soon as it is scheduled, inside the call that scheduled it. */
-const atOnce = Scheduler.make((task) => task())
 
 describe("the in-memory store", () => {
   it.live.each<[string, QueueManager.Options]>([
