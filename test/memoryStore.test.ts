@@ -26,8 +26,8 @@ describe("the in-memory store", () => {
           queue.withSlot(userId, { onFull: "wait" })(Effect.succeed(userId)).pipe(Effect.withScheduler(atOnce))
         )
       )
-      yield* Effect.yieldNow()
-      expect((yield* queue.stats).waiting).toBe(options.maxTotal === 1 ? 2 : 1)
+      const waiting = options.maxTotal === 1 ? 2 : 1
+      yield* eventually(`${waiting} requests wait`, queue.stats, (s) => s.waiting === waiting)
       yield* Deferred.succeed(held, undefined)
       yield* Fiber.await(first)
       expect(yield* Effect.forEach(waiters, Fiber.await)).toEqual([Exit.succeed(1), Exit.succeed(2)])
