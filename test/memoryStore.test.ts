@@ -62,14 +62,17 @@ describe("the in-memory store", () => {
     Effect.gen(function* () {
       const queue = yield* QueueManager.QueueManager
       expect(yield* queue.tryAcquire(1)).toBe(true)
+      const started = yield* Deferred.make<void>()
       const waiting = yield* Effect.fork(
         Effect.gen(function* () {
+          yield* Deferred.succeed(started, undefined)
           yield* queue.awaitIdle
           yield* queue.tryAcquire(2)
           yield* queue.awaitIdle
         }).pipe(Effect.withScheduler(atOnce))
       )
-      yield* Effect.sleep("10 millis")
+      // the fiber runs on at once: it waits for idleness before this one resumes
+      yield* Deferred.await(started)
       yield* queue.release(1)
       // the fiber ran at once: it holds user 2's slot and waits again
       expect((yield* queue.stats).inFlight).toBe(1)
