@@ -13,6 +13,8 @@ class MemoryTicket implements Ticket {
   }
 }
 
+const nobody: ReadonlyArray<MemoryTicket> = []
+
 /** The in-memory store, as its model sees it; `outside` counts the slots this process holds elsewhere (the fallback). */
 export interface MemoryStore extends Store<never> {
   readonly now: SyncSteps
@@ -49,10 +51,14 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
    * wait for idleness again.
    */
   const tell = (transition: Model.Transition) => {
-    const told = [
-      ...transition.admitted.map(([waiter, granted]) => end(waiter, Exit.succeed(granted))),
-      ...transition.failed.map((waiter) => end(waiter, Exit.fail(new QueueShutdown({ userId: waiter.userId }))))
-    ]
+    // most steps (a slot taken or given back with nobody waiting) tell no request
+    const told =
+      transition.admitted.length + transition.failed.length === 0
+        ? nobody
+        : [
+            ...transition.admitted.map(([waiter, granted]) => end(waiter, Exit.succeed(granted))),
+            ...transition.failed.map((waiter) => end(waiter, Exit.fail(new QueueShutdown({ userId: waiter.userId }))))
+          ]
     const idleNow = current.inFlight === 0 ? idle : undefined
     if (idleNow !== undefined) idle = undefined
     for (const ticket of told) ticket.wake?.(ticket.end!)
