@@ -155,15 +155,17 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
         t.wake = resume
         return Effect.sync(() => (t.wake = undefined))
       }),
+    // one synchronous call: a step admitting the request in between would find its ticket gone
     leave: (ticket) =>
-      Effect.suspend(() => {
+      Effect.sync(() => {
         const t = ticket as MemoryTicket
         // admitted while its caller stopped waiting: the slot goes back
         if (t.end !== undefined) {
-          return Exit.isSuccess(t.end) ? run(() => ({ _tag: "Release", userId: t.userId }), done) : Effect.void
+          if (Exit.isSuccess(t.end)) apply(() => ({ _tag: "Release", userId: t.userId }), done)
+          return
         }
         tickets.delete(t.waiter.id)
-        return run(() => ({ _tag: "Leave", waiter: t.waiter }), done)
+        apply(() => ({ _tag: "Leave", waiter: t.waiter }), done)
       }),
     release: (userId, lease) => Effect.sync(() => now.release(userId, lease)),
     recheck: (userId) => run(() => ({ _tag: "Recheck", userId }), done),
