@@ -3,7 +3,7 @@
  * steps of its own.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, Option } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Option, Scheduler } from "effect"
 import { QueueManager } from "../src/index.js"
 import { atOnce } from "./concurrentSlots.js"
 import { eventually } from "./eventually.js"
@@ -80,5 +80,61 @@ describe("the in-memory store", () => {
       yield* queue.release(2)
       expect(yield* Fiber.await(waiting)).toEqual(Exit.void)
     }).pipe(Effect.provide(QueueManager.layer({ maxUserQueue: 1 })))
+  )
+
+  it.live(
+    "a waiter that stops waiting and yields at any point meanwhile, while a release admits it, leaks nothing",
+    () =>
+      Effect.gen(function* () {
+        // a holder of user 1's slot waits on a gate; a waiter is interrupted and its scheduler
+        // yields once, at the `yieldAt`-th operation of its way out: the yield opens the gate and
+        // the holder, on a scheduler that runs tasks at once, gives its slot back inside it (a
+        // release from another fiber between two operations of the leaving one)
+        const run = (yieldAt: number) =>
+          Effect.gen(function* () {
+            const queue = yield* QueueManager.make({ maxUserQueue: 1 })
+            const gate = yield* Deferred.make<void>()
+            const entered = yield* Deferred.make<void>()
+            const holder = yield* Effect.fork(
+              queue
+                .withSlot(1)(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(gate)))
+                .pipe(Effect.withScheduler(atOnce))
+            )
+            yield* Deferred.await(entered)
+            let counting = false
+            let ops = 0
+            let yielded = false
+            const yieldOnce = Scheduler.make(
+              (task) => {
+                if (yielded) Deferred.unsafeDone(gate, Exit.void)
+                setTimeout(task, 0)
+              },
+              () => (counting && ++ops === yieldAt ? ((yielded = true), 0) : false)
+            )
+            const waiter = yield* Effect.fork(
+              queue.withSlot(1, { onFull: "wait" })(Effect.void).pipe(Effect.withScheduler(yieldOnce))
+            )
+            yield* eventually("the request waits", queue.stats, (s) => s.waiting === 1)
+            counting = true
+            const waiterExit = yield* Fiber.interrupt(waiter)
+            counting = false
+            yield* Deferred.succeed(gate, undefined)
+            const holderExit = yield* Fiber.await(holder)
+            return { ops, yielded, waiterExit, holderExit, stats: yield* queue.stats }
+          })
+        // the way out, counted once without yielding, then a yield tried at each of its operations
+        const { ops } = yield* run(Infinity)
+        expect(ops).toBeGreaterThan(1)
+        for (let yieldAt = 1; yieldAt <= ops; yieldAt++) {
+          const { holderExit, stats, waiterExit, yielded } = yield* run(yieldAt)
+          expect([yieldAt, yielded, Exit.isInterrupted(waiterExit), holderExit, stats]).toMatchObject([
+            yieldAt,
+            true,
+            true,
+            Exit.void,
+            { inFlight: 0, waiting: 0, activeUsers: 0 }
+          ])
+        }
+      })
   )
 })
