@@ -62,7 +62,7 @@ export const promiseFace: Benchmark = {
         `A call through \`runPromise\` takes ${ratio(pairedRatio(samples, RUN_PROMISE, P_LIMIT))} the time of p-limit's.`,
         "The face's `withSlot` here takes its slot without a fiber: the store is in memory, the call does not wait, and " +
           "the runtime neither traces nor logs at debug level. Where one of these does not hold (Redis, " +
-          '`onFull: "wait"`, a tracer, debug logs) it runs a fiber, as the `runPromise` row does.'
+          '`onFull: "wait"`, a tracer, debug logs) it runs a fiber, at least the cost of the `runPromise` row.'
       ]
     }
   }

@@ -62,7 +62,9 @@ export interface Tier {
 /**
  * A per-user limit function (tiers), given the current default `maxUserQueue`: a number is the
  * user's running limit (a whole number >= 0, 0 = no limit); a {@link Tier} sets its running
- * limit, its waiting bound, or both.
+ * limit, its waiting bound, or both. It is called inside the store's step, so it must not take
+ * or give back a slot of the manager (in memory, such a call fails with an
+ * `IllegalArgumentException`).
  *
  * @example
  * ```ts

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, DefaultServices, Effect, FastCheck, FiberRef, Layer, Logger, LogLevel, ManagedRuntime } from "effect"
-import { Metric, MetricLabel, Tracer } from "effect"
+import { Metric, MetricLabel, Supervisor, Tracer } from "effect"
 import { QueueManager, QueueMetrics } from "../src/index.js"
 
 /** The metrics of the runs under `label`. */
@@ -271,6 +271,36 @@ describe("QueueManager.toPromise without a fiber", () => {
       release()
       await outer
       await runtime.dispose()
+    })
+  )
+
+  it.live("once the runtime is built, a withSlot that does not wait starts no fiber; one at debug level does", () =>
+    Effect.promise(async () => {
+      /** Counts the fibers started in the runtime it is added to. */
+      class Starts extends Supervisor.AbstractSupervisor<number> {
+        count = 0
+        value = Effect.sync(() => this.count)
+        override onStart() {
+          this.count++
+        }
+      }
+      const fibersPerCall = async (extra: Layer.Layer<never>) => {
+        const starts = new Starts()
+        const runtime = ManagedRuntime.make(
+          Layer.mergeAll(QueueManager.layer({ maxUserQueue: 1 }), Supervisor.addSupervisor(starts), extra)
+        )
+        const queue = QueueManager.toPromise(runtime)
+        await queue.stats()
+        const before = starts.count
+        for (let i = 0; i < 4; i++) await queue.withSlot(i % 2, () => i)
+        const after = starts.count
+        await runtime.dispose()
+        return (after - before) / 4
+      }
+      expect(await fibersPerCall(Layer.empty)).toBe(0)
+      expect(await fibersPerCall(Layer.merge(debugLevel, Logger.remove(Logger.defaultLogger)))).toBeGreaterThanOrEqual(
+        1
+      )
     })
   )
 })

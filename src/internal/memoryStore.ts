@@ -17,7 +17,8 @@ const nobody: ReadonlyArray<MemoryTicket> = []
 
 /** The in-memory store, as its model sees it; `outside` counts the slots this process holds elsewhere (the fallback). */
 export interface MemoryStore extends Store<never> {
-  readonly now: SyncSteps
+  /** Its `acquire` and `release` as synchronous calls (it has no `raw` slots and no leases). */
+  readonly syncSteps: SyncSteps
   /** A slot of `userId` held outside was given back: admits whoever can use it. */
   readonly recheck: (userId: Model.Waiter["userId"]) => Effect.Effect<void>
   /** The limits in force, to follow the shared store's. */
@@ -36,7 +37,7 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
   let idle: Deferred.Deferred<void> | undefined
 
   /** The ticket of `waiter`, out of the waiting ones, with how it ended. */
-  const end = (waiter: Model.Waiter, exit: Exit.Exit<Grant, QueueShutdown>) => {
+  const endTicket = (waiter: Model.Waiter, exit: Exit.Exit<Grant, QueueShutdown>) => {
     const ticket = tickets.get(waiter.id)!
     tickets.delete(waiter.id)
     ticket.end = exit
@@ -56,8 +57,10 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
       transition.admitted.length + transition.failed.length === 0
         ? nobody
         : [
-            ...transition.admitted.map(([waiter, granted]) => end(waiter, Exit.succeed(granted))),
-            ...transition.failed.map((waiter) => end(waiter, Exit.fail(new QueueShutdown({ userId: waiter.userId }))))
+            ...transition.admitted.map(([waiter, granted]) => endTicket(waiter, Exit.succeed(granted))),
+            ...transition.failed.map((waiter) =>
+              endTicket(waiter, Exit.fail(new QueueShutdown({ userId: waiter.userId })))
+            )
           ]
     const idleNow = current.inFlight === 0 ? idle : undefined
     if (idleNow !== undefined) idle = undefined
@@ -129,7 +132,7 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
     }
   }
 
-  const now: SyncSteps = {
+  const syncSteps: SyncSteps = {
     acquire: (userId, bypass, wait) =>
       apply(
         (state) => {
@@ -146,8 +149,8 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
   }
 
   return {
-    now,
-    acquire: (userId, bypass, wait, raw) => Effect.sync(() => now.acquire(userId, bypass, wait, raw)),
+    syncSteps,
+    acquire: (userId, bypass, wait) => Effect.sync(() => syncSteps.acquire(userId, bypass, wait)),
     awaitTurn: (ticket) =>
       Effect.async((resume) => {
         const t = ticket as MemoryTicket
@@ -167,7 +170,7 @@ export const makeMemoryStore = (config: StoreConfig, outside?: Model.Outside): M
         tickets.delete(t.waiter.id)
         apply(() => ({ _tag: "Leave", waiter: t.waiter }), done)
       }),
-    release: (userId, lease) => Effect.sync(() => now.release(userId, lease)),
+    release: (userId) => Effect.sync(() => syncSteps.release(userId)),
     recheck: (userId) => run(() => ({ _tag: "Recheck", userId }), done),
     // this store's own view: the slots held outside are not its to show
     standing: (userId) =>

@@ -29,8 +29,8 @@ const settle =
 /**
  * `work` under a slot taken by `direct`'s steps, without a fiber: given back once the work
  * settles, whatever the outcome; its value, or what the take or the work threw, as a promise.
- * The work is awaited as the fiber's `unstoppable` awaits it (a promise's own `then` is not
- * called; whatever it throws rejects).
+ * The work is awaited with `await`, as the fiber's `unstoppable` awaits it: a native promise's
+ * own `then` is ignored, and a throw while reading it (its `constructor`) rejects the call.
  */
 const inSlot = <A>(direct: Direct, userId: UserId, bypass: boolean, work: (slot: Slot) => PromiseLike<A> | A) => {
   let slot: Slot
@@ -55,16 +55,16 @@ const inSlot = <A>(direct: Direct, userId: UserId, bypass: boolean, work: (slot:
  */
 export const toPromise = (runtime: QueueRuntime, tag: Context.Tag<QueueManager, Service>): PromiseQueue => {
   const { run, ready } = makeRunner(module, runtime)
-  let known: { readonly runtime: Runtime.Runtime<QueueManager>; readonly direct: Direct | undefined } | undefined
+  let cached: { readonly runtime: Runtime.Runtime<QueueManager>; readonly direct: Direct | undefined } | undefined
   /** The manager's `Direct` steps, when a call made now may take them. */
   const direct = () => {
     const built = ready()
     if (built === undefined) return undefined
-    if (known?.runtime !== built) {
+    if (cached?.runtime !== built) {
       const service = Context.getOption(built.context, tag)
-      known = { runtime: built, direct: Option.isSome(service) ? directIn(service.value, built) : undefined }
+      cached = { runtime: built, direct: Option.isSome(service) ? directIn(service.value, built) : undefined }
     }
-    return known.direct
+    return cached.direct
   }
   const withQueue = <A, E>(
     f: (queue: Service) => Effect.Effect<A, E>,

@@ -49,7 +49,7 @@ class Refused {
   constructor(readonly refusal: QueueFull) {}
 }
 
-/** Whether `fiber` sends spans somewhere: a tracer other than the built-in one, tracing enabled. */
+/** Whether `fiber` sends spans somewhere: a tracer other than the built-in one, tracing enabled (`quietIn` reads the same for a runtime). */
 const tracing = (fiber: RuntimeFiber) =>
   fiber.currentTracer !== builtInTracer && fiber.getFiberRef(FiberRef.currentTracerEnabled)
 
@@ -79,7 +79,7 @@ export interface Direct {
 }
 
 /** What each manager needs to make its `Direct` steps: its store's synchronous steps and its reporter. */
-const directs = new WeakMap<Service, (labels: ReadonlyArray<MetricLabel.MetricLabel>) => Direct>()
+const directFactories = new WeakMap<Service, (labels: ReadonlyArray<MetricLabel.MetricLabel>) => Direct>()
 
 /**
  * The `Direct` steps of `service` for calls made with `runtime`'s FiberRefs; `undefined` when
@@ -87,21 +87,25 @@ const directs = new WeakMap<Service, (labels: ReadonlyArray<MetricLabel.MetricLa
  * debug level (only the fiber does those).
  */
 export const directIn = (service: Service, runtime: Runtime.Runtime<never>): Direct | undefined => {
-  const make = directs.get(service)
+  const make = directFactories.get(service)
   return make !== undefined && quietIn(runtime)
     ? make(FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels))
     : undefined
 }
 
-/** The refusal of a request the store refused. */
-const refusal = (userId: UserId, { active, limit, reason }: Extract<Outcome, { _tag: "Refused" }>) =>
+/** The refusal of a request the store refused (or would refuse, for `check`). */
+const refusal = (userId: UserId, { active, limit, reason }: Omit<Extract<Outcome, { _tag: "Refused" }>, "_tag">) =>
   new QueueFull({ userId, reason, active, limit })
 
 /** `first` then `second`, skipping `first` when it is `Effect.void` (disabled logs on the hit path). */
 const andThen = <A, E, R>(first: Effect.Effect<void>, second: Effect.Effect<A, E, R>) =>
   first === Effect.void ? second : Effect.zipRight(first, second)
 
-/** Logs at debug level, skipping the work (and the annotations) when the fiber's minimum level filters it out. */
+/**
+ * Logs at debug level, skipping the work (and the annotations) when the fiber's minimum level
+ * filters it out. A line or span added to `withSlot` must keep `quietIn` true only where it is
+ * skipped: the `Direct` steps do neither.
+ */
 const debug = (fiber: RuntimeFiber, message: string, annotations: () => Record<string, unknown>) =>
   LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Debug)
     ? Effect.void
@@ -381,9 +385,7 @@ export const makeWith = <E, R>(
               }
             )
             if (verdict._tag === "Shutdown") return Option.some(new QueueShutdown({ userId: id }))
-            if (verdict._tag !== "Refused") return Option.none()
-            const { reason, limit } = verdict
-            return Option.some(new QueueFull({ userId: id, reason, active: verdict.active, limit }))
+            return verdict._tag === "Refused" ? Option.some(refusal(id, verdict)) : Option.none()
           })
         ),
       activeUsers: store.users,
@@ -445,20 +447,27 @@ export const makeWith = <E, R>(
       drain: Effect.zipRight(shutdown, store.awaitIdle)
     }
 
-    const now = store.now
-    if (now !== undefined) {
-      directs.set(service, (labels) => ({
+    const steps = store.syncSteps
+    if (steps !== undefined) {
+      directFactories.set(service, (labels) => ({
         take: (userId, bypass) => {
           const invalid = invalidUserId(userId)
           if (invalid !== undefined) throw invalid
-          const outcome = now.acquire(userId, bypass, false, false)
+          const outcome = steps.acquire(userId, bypass, false)
           reporter(labels)
-          if (outcome._tag === "Acquired") return slotOf(userId, outcome.grant)
-          // a request that does not wait is never queued
-          throw outcome._tag === "Refused" ? refusal(userId, outcome) : new QueueShutdown({ userId })
+          switch (outcome._tag) {
+            case "Acquired":
+              return slotOf(userId, outcome.grant)
+            case "Refused":
+              throw refusal(userId, outcome)
+            case "Shutdown":
+              throw new QueueShutdown({ userId })
+            case "Waiting":
+              throw new Error("QueueManager: a request that does not wait was queued")
+          }
         },
         give: (userId) => {
-          now.release(userId, undefined)
+          steps.release(userId)
           reporter(labels)
         }
       }))

@@ -46,8 +46,8 @@ const runners = new WeakMap<ManagedRuntime.ManagedRuntime<QueueManager, unknown>
  */
 export const makeRunner = (module: string, runtime: QueueRuntime): Runner => {
   if (ManagedRuntime.isManagedRuntime(runtime)) {
-    const known = runners.get(runtime)
-    if (known !== undefined) return known
+    const existing = runners.get(runtime)
+    if (existing !== undefined) return existing
     let built: Runtime.Runtime<QueueManager> | undefined
     let building: Promise<Exit.Exit<Runtime.Runtime<QueueManager>, unknown>> | undefined
     let waiting = 0

@@ -99,8 +99,8 @@ export type Released = number | "sent" | undefined
  * anything to take a step (in memory): what the Promise face's `withSlot` calls without a fiber.
  */
 export interface SyncSteps {
-  readonly acquire: (userId: UserId, bypass: boolean, wait: boolean, raw: boolean) => Outcome
-  readonly release: (userId: UserId, lease: Lease | undefined) => Released
+  readonly acquire: (userId: UserId, bypass: boolean, wait: boolean) => Outcome
+  readonly release: (userId: UserId) => Released
 }
 
 /**
@@ -138,8 +138,8 @@ export interface Store<E = StoreUnavailable> {
   /** Completes once this process holds no slot and has no acquisition on its way. */
   readonly awaitIdle: Effect.Effect<void>
   readonly local: Local
-  /** The same `acquire` and `release`, synchronous, when the store can take them so. */
-  readonly now?: SyncSteps | undefined
+  /** The same `acquire` and `release` (without `raw` or a lease), synchronous, when the store can take them so. */
+  readonly syncSteps?: SyncSteps | undefined
 }
 
 /**

@@ -47,7 +47,7 @@ const describe = (value: unknown): string => {
 }
 
 /** Why `value` is not a valid user id (the core's own check and message), or `undefined` when it is one. */
-const invalidReason = (value: unknown): string | undefined => invalidUserId(value)?.message
+const invalidUserIdMessage = (value: unknown): string | undefined => invalidUserId(value)?.message
 
 /** An `IllegalArgumentException` naming the module, the option and the value. */
 export const badOption = (module: string, option: string, expected: string, value: unknown): never => {
@@ -64,14 +64,14 @@ export const checkFunction = (module: string, option: string, value: unknown, re
 export const checkRule = (module: string, rule: unknown): MissingKeyRule | undefined => {
   if (rule === undefined || rule === "allow" || rule === "reject") return rule
   const shared = typeof rule === "object" && rule !== null ? (rule as { shared?: unknown }).shared : undefined
-  if (shared !== undefined && invalidReason(shared) === undefined) return rule as MissingKeyRule
+  if (shared !== undefined && invalidUserIdMessage(shared) === undefined) return rule as MissingKeyRule
   return badOption(module, "onMissingKey", `"allow", "reject" or { shared: <a valid user id> }`, rule)
 }
 
 /** Decides what to do with a key a key function gave (`undefined`, `None` or an invalid value = no key). */
 export const decide = (rule: MissingKeyRule, given: unknown): KeyDecision => {
   const key = Option.isOption(given) ? Option.getOrUndefined(given) : given
-  const problem = key === undefined || key === null ? "no key given" : invalidReason(key)
+  const problem = key === undefined || key === null ? "no key given" : invalidUserIdMessage(key)
   if (problem === undefined) return { _tag: "Slot", userId: key as UserId }
   if (rule === "allow") return { _tag: "Pass" }
   if (rule === "reject") return { _tag: "Refuse", error: new MissingUserKey({ detail: problem }) }

@@ -37,7 +37,7 @@ export const isClient = (value: unknown): value is Client =>
   typeof (value as Partial<Client>).options === "object"
 
 /** The ioredis options the store cannot work under, as a client, options or a Cluster's `redisOptions` may set them. */
-interface Refused {
+interface RefusedOptions {
   readonly keyPrefix?: string
   readonly stringNumbers?: boolean
 }
@@ -49,7 +49,9 @@ interface Refused {
  * store's answers are numbers).
  */
 export const optionsProblem = (target: Client | RedisOptions): string | undefined => {
-  const options = (isClient(target) ? target.options : target) as Refused & { readonly redisOptions?: Refused }
+  const options = (isClient(target) ? target.options : target) as RefusedOptions & {
+    readonly redisOptions?: RefusedOptions
+  }
   const prefix = options.keyPrefix ?? options.redisOptions?.keyPrefix
   if (prefix !== undefined && prefix !== "") {
     return `must not set ioredis' keyPrefix (the store's prefix option names its keys), got keyPrefix ${JSON.stringify(prefix)}`
