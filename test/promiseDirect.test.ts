@@ -274,6 +274,38 @@ describe("QueueManager.toPromise without a fiber", () => {
     })
   )
 
+  it.live("a call made just as the build ends is served after the calls still waiting on the build", () =>
+    Effect.promise(async () => {
+      // the late call is made `hops` microtasks after the build's last step; over the range of
+      // hops one lands after the runtime is known built and before the earlier call has run
+      for (let hops = 0; hops < 24; hops++) {
+        let built = () => {}
+        const lastStep = new Promise<void>((resolve) => (built = resolve))
+        const runtime = ManagedRuntime.make(
+          Layer.mergeAll(
+            QueueManager.layer({ maxUserQueue: 1 }),
+            Layer.effectDiscard(Effect.sleep(5).pipe(Effect.andThen(() => built()))),
+            Logger.remove(Logger.defaultLogger)
+          )
+        )
+        const queue = QueueManager.toPromise(runtime)
+        let release = () => {}
+        const earlier = outcome(queue.withSlot("chat", () => new Promise<void>((resolve) => (release = resolve))))
+        const later = lastStep.then(async () => {
+          for (let i = 0; i < hops; i++) await null
+          return outcome(queue.withSlot("chat", () => "later"))
+        })
+        expect(await later, `made ${hops} microtasks after the build`).toMatchObject({
+          _tag: "QueueFull",
+          reason: "user"
+        })
+        release()
+        expect(await earlier).toEqual({ value: undefined })
+        await runtime.dispose()
+      }
+    })
+  )
+
   it.live("once the runtime is built, a withSlot that does not wait starts no fiber; one at debug level does", () =>
     Effect.promise(async () => {
       /** Counts the fibers started in the runtime it is added to. */
