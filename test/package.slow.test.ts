@@ -1,7 +1,7 @@
 /**
  * The package as a user installs it: `npm pack` (whose `prepack` builds `dist/`), the tarball
  * unpacked into a project of its own next to the peers it needs, then used from an ES module
- * and from a CommonJS file with `require()`.
+ * and from a CommonJS file with `require()`, in JavaScript and in TypeScript compiled to CommonJS.
  */
 import { describe, expect, it } from "vitest"
 import { execFile } from "node:child_process"
@@ -67,6 +67,36 @@ const RedisStore = require("effect-queue-manager/RedisStore")`)
         const { stdout: printed } = await run(process.execPath, [file], { cwd: project })
         expect(printed.trim(), file).toBe("refused: user function")
       }
+      // TypeScript compiling to CommonJS: module node20 (or nodenext) models Node's require() of ES
+      // modules, as does the older commonjs with node10 resolution; node16 and node18 refuse it
+      await writeFile(
+        path.join(project, "typed.cts"),
+        `import { Effect } from "effect"
+import { QueueManager } from "effect-queue-manager"
+const queue: Effect.Effect<QueueManager.Service, unknown> = QueueManager.make({ maxUserQueue: 1 })
+console.log(Effect.isEffect(queue))
+`
+      )
+      const compile = (module: string, resolution: string) =>
+        run(
+          process.execPath,
+          [
+            path.join(root, "node_modules", "typescript", "bin", "tsc"),
+            ...["--strict", "--skipLibCheck", "--target", "es2022", "--outDir", `out-${module}`],
+            ...["--module", module, "--moduleResolution", resolution, "typed.cts"]
+          ],
+          { cwd: project }
+        )
+      for (const [module, resolution] of [
+        ["node20", "node16"],
+        ["nodenext", "nodenext"],
+        ["commonjs", "node10"]
+      ] as const) {
+        await compile(module, resolution)
+        const { stdout: printed } = await run(process.execPath, [`out-${module}/typed.cjs`], { cwd: project })
+        expect(printed.trim(), `module ${module}`).toBe("true")
+      }
+      await expect(compile("node16", "node16")).rejects.toMatchObject({ stdout: expect.stringContaining("TS1479") })
       // the internals stay private
       await expect(
         run(process.execPath, ["-e", 'require("effect-queue-manager/internal/model.js")'], { cwd: project })
