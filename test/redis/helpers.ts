@@ -67,13 +67,15 @@ export const leaseIdsOf = (prefix: string, user: string) =>
 /** Makes Redis lose the state under `prefix`, as a restart without persistence or a flush would. */
 export const loseState = (prefix: string, port?: number) => withRedis((redis) => redis.del(`{${prefix}}:h`), port)
 
-/** A logger keeping the messages of warnings, and the layer that installs it. */
+/** A logger keeping the messages of warnings and of info lines, and the layer that installs it. */
 export const warningLog = () => {
   const warnings: Array<string> = []
+  const infos: Array<string> = []
   const logger = Logger.make(({ logLevel, message }) => {
     if (logLevel._tag === "Warning") warnings.push(String(message))
+    if (logLevel._tag === "Info") infos.push(String(message))
   })
-  return { warnings, layer: Logger.replace(Logger.defaultLogger, logger) }
+  return { warnings, infos, layer: Logger.replace(Logger.defaultLogger, logger) }
 }
 
 /**

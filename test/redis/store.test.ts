@@ -553,19 +553,27 @@ describe("Redis store", () => {
   )
 
   it.live(
-    "a wake-up Redis refuses to publish (PUBLISH revoked after start) fails no call; the waiter gets its slot",
+    "a wake-up Redis refuses to publish (PUBLISH revoked after start) fails no call; the waiter gets its slot; the logs say so",
     () =>
       Effect.gen(function* () {
         const { port } = yield* ownRedisServer()
         yield* withRedis((redis) => redis.call("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all"), port)
+        const { warnings, infos, layer } = warningLog()
         const q = yield* RedisStore.make({
           maxUserQueue: 1,
           redis: `redis://app:pw@127.0.0.1:${port}`,
           prefix: "revoked",
           leaseTime: "900 millis",
           timeout: "100 millis"
-        })
+        }).pipe(Effect.provide(layer))
         yield* withRedis((redis) => redis.call("ACL", "SETUSER", "app", "-publish"), port)
+        // within a third of a lease, once
+        yield* eventually(
+          "the refusal is logged",
+          Effect.sync(() => warnings.length),
+          (n) => n > 0
+        )
+        expect(warnings).toEqual([expect.stringMatching(/^Redis refuses this process's wake-ups \(NOPERM.*\+publish/)])
         const release = yield* Deferred.make<void>()
         const holder = yield* Effect.fork(q.withSlot("a")(Deferred.await(release)))
         yield* eventually("the holder has its slot", q.activeCount("a"), (n) => n === 1)
@@ -577,6 +585,14 @@ describe("Redis store", () => {
         expect(yield* q.tryAcquire("b")).toBe(true)
         // no wake-up came: the waiter hears of its slot at its renewal round
         expect(yield* Fiber.join(waiter).pipe(Effect.timeout("3 seconds"))).toBe("ran")
+        expect(warnings).toHaveLength(1)
+        yield* withRedis((redis) => redis.call("ACL", "SETUSER", "app", "+publish"), port)
+        yield* eventually(
+          "the recovery is logged",
+          Effect.sync(() => infos),
+          (lines) => lines.includes("Redis accepts this process's wake-ups again")
+        )
+        expect(warnings).toHaveLength(1)
       }).pipe(Effect.scoped)
   )
 

@@ -74,18 +74,19 @@ export interface Connection {
   readonly release: () => void
 }
 
-const describe = (error: unknown) => (error instanceof Error ? error.message : String(error))
+/** The message of a failed call's error. */
+export const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error))
 
 /** With the offline queue off, ioredis refuses a call made while disconnected: it never left. */
-const neverSent = (error: unknown) => describe(error).startsWith("Stream isn't writeable")
+const neverSent = (error: unknown) => messageOf(error).startsWith("Stream isn't writeable")
 
 /** A failed call as `CallFailed`, telling whether it may have reached Redis. */
 const asFailure = (error: unknown) =>
-  error instanceof CallFailed ? error : new CallFailed(describe(error), !neverSent(error))
+  error instanceof CallFailed ? error : new CallFailed(messageOf(error), !neverSent(error))
 
 /** Turns a failed or garbled call into `StoreUnavailable` naming the operation. */
 export const unavailable = (operation: string) => (error: unknown) =>
-  new StoreUnavailable({ operation, reason: describe(error), cause: error })
+  new StoreUnavailable({ operation, reason: messageOf(error), cause: error })
 
 /**
  * Fails each call not answered within `timeoutMillis`, with one timer for all the calls in
@@ -162,9 +163,9 @@ const byFunctions = async (redis: Client, timeoutMillis: number): Promise<Run> =
   const run: Run = (script, keys, args) => {
     const madeAt = performance.now()
     return fcall(script, keys, args).catch((error: unknown) => {
-      if (!describe(error).includes("Function not found")) throw error
+      if (!messageOf(error).includes("Function not found")) throw error
       return load().then(() => {
-        if (performance.now() - madeAt >= timeoutMillis) throw new CallFailed(describe(error), false)
+        if (performance.now() - madeAt >= timeoutMillis) throw new CallFailed(messageOf(error), false)
         return fcall(script, keys, args)
       })
     })
@@ -174,7 +175,7 @@ const byFunctions = async (redis: Client, timeoutMillis: number): Promise<Run> =
 }
 
 /** Whether Redis refused a command for want of an ACL permission. */
-export const isNoPermission = (error: unknown) => describe(error).startsWith("NOPERM")
+export const isNoPermission = (error: unknown) => messageOf(error).startsWith("NOPERM")
 
 const clientClosed = "the client has been closed (quit, disconnect, or it stopped reconnecting)"
 
@@ -274,7 +275,7 @@ export const connect = (
           : new Redis({ ...target, ...settings })
       const within = makeDeadlines(timeoutMillis)
       let lastError = "no answer"
-      const onError = (error: unknown) => (lastError = describe(error))
+      const onError = (error: unknown) => (lastError = messageOf(error))
       redis.on("error", onError)
       const waiting = connected(redis)
       const release = () => {
@@ -334,7 +335,7 @@ export const connect = (
               ? undefined
               : await redis.select(database).then(
                   () => undefined,
-                  (error: unknown) => describe(error)
+                  (error: unknown) => messageOf(error)
                 )
           if (selected !== undefined) return fail(`database ${database} cannot be selected: ${selected}`)
           if (settled) return
@@ -356,7 +357,11 @@ export const connect = (
         // a connection that failed says only that it is closed: the socket's error says why
         .catch((error: unknown) =>
           fail(
-            startFailure(step === "connecting" && lastError !== "no answer" ? lastError : describe(error), step, caller)
+            startFailure(
+              step === "connecting" && lastError !== "no answer" ? lastError : messageOf(error),
+              step,
+              caller
+            )
           )
         )
       return Effect.sync(() => {

@@ -11,7 +11,7 @@ import { LeaseRegistry, type RedisLease } from "./leases.js"
 import { Operations } from "./operations.js"
 import { type Call, GiveBacks, renewEvery } from "./renewal.js"
 import { decodeUser, encodeUser, Session } from "./session.js"
-import { type RedisTicket, TicketRegistry } from "./tickets.js"
+import { type RedisTicket, TicketRegistry, watchWakeups } from "./tickets.js"
 
 /** How the Redis store is reached and how long a lease lives. */
 export interface RedisStoreSettings {
@@ -101,6 +101,7 @@ export const makeRedisStore = (
     )
     const call: Call = (script, args) => session.call(script, args)
     yield* Effect.forkScoped(renewEvery(call, leases, tickets, giveBacks, alarm))
+    yield* Effect.forkScoped(watchWakeups(db, session.channel, leaseMillis / 3))
     yield* Effect.addFinalizer(() => close(parts, call))
     return adapter(parts)
   })

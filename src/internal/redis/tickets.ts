@@ -1,9 +1,12 @@
-import { Effect, Exit } from "effect"
+import { Duration, Effect, Exit } from "effect"
 import type { UserId } from "../../QueueManager.js"
 import { type QueueShutdown, StoreUnavailable } from "../errors.js"
 import type { Grant, Ticket } from "../store.js"
-import { type Connection, isNoPermission, unavailable } from "./connection.js"
+import { type Connection, isNoPermission, messageOf, unavailable } from "./connection.js"
 import { makeWatchdog } from "./watchdog.js"
+
+/** The ACL channel pattern of the store's wake-up channels, of which `channel` is one. */
+const channelsOf = (channel: string) => `the channels &${channel.slice(0, channel.lastIndexOf(":") + 1)}*`
 
 type TicketEnd = Exit.Exit<Grant, QueueShutdown | StoreUnavailable>
 
@@ -123,7 +126,7 @@ export class TicketRegistry {
               operation: command.toLowerCase(),
               reason:
                 `the ACL user may not ${command} to ${channel}, where Redis wakes this process's waiting requests ` +
-                `(onFull: "wait"): grant it +subscribe +publish and the channels &${channel.slice(0, channel.lastIndexOf(":") + 1)}*`,
+                `(onFull: "wait"): grant it +subscribe +publish and ${channelsOf(channel)}`,
               cause: error
             })
           : unavailable(command.toLowerCase())(error)
@@ -158,4 +161,33 @@ export class TicketRegistry {
     }
     return next
   }
+}
+
+/**
+ * Every `everyMillis`, asks whether Redis still lets this process PUBLISH to `channel` (an ACL
+ * changed since the start probe), and logs when that changes: a warning when it starts refusing,
+ * an info line when it accepts again. The store's calls wake other processes' waiters by
+ * PUBLISH, and Redis drops a refused wake-up without failing the call (see `store.lua`), so
+ * those waiters hear of their slots only at their renewal rounds: this is how operators learn of it.
+ */
+export const watchWakeups = (db: Connection, channel: string, everyMillis: number): Effect.Effect<never> => {
+  let refused = false
+  /** Whether Redis refused, and why; `undefined` when it did not answer (nothing learnt). */
+  const probe = Effect.promise(() =>
+    db.within(db.redis.publish(channel, "")).then(
+      () => ({ refused: false, why: "" }),
+      (error: unknown) => (isNoPermission(error) ? { refused: true, why: messageOf(error) } : undefined)
+    )
+  )
+  const check = Effect.flatMap(probe, (answer) => {
+    if (answer === undefined || answer.refused === refused) return Effect.void
+    refused = answer.refused
+    return refused
+      ? Effect.logWarning(
+          `Redis refuses this process's wake-ups (${answer.why}): the waiters it hands slots to hear of them ` +
+            `only at their renewal rounds, up to a third of a lease late: grant the ACL user +publish and ${channelsOf(channel)}`
+        )
+      : Effect.logInfo("Redis accepts this process's wake-ups again")
+  })
+  return Effect.forever(Effect.zipRight(Effect.sleep(Duration.millis(everyMillis)), check))
 }
