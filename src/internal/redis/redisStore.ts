@@ -9,6 +9,7 @@ import { makeAlarm } from "./alarm.js"
 import { connect, type Target } from "./connection.js"
 import { LeaseRegistry, type RedisLease } from "./leases.js"
 import { Operations } from "./operations.js"
+import { checkPermissions } from "./permissions.js"
 import { type Call, GiveBacks, renewEvery } from "./renewal.js"
 import { decodeUser, encodeUser, Session } from "./session.js"
 import { type RedisTicket, TicketRegistry, watchWakeups } from "./tickets.js"
@@ -51,6 +52,7 @@ export const makeRedisStore = (
   Effect.gen(function* () {
     const { leaseMillis, timeoutMillis } = settings
     const db = yield* connect(settings.redis, timeoutMillis, "connect")
+    yield* checkPermissions(db, settings.prefix)
     // a connection of the store's own even when the caller gave a client: a subscribed one runs nothing else
     const subscriber = yield* connect(settings.redis, timeoutMillis, "subscribe", true)
     // logs with this layer's logger and services

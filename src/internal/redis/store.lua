@@ -366,9 +366,31 @@ function calls.configure(ARGV)
   return { 1 }
 end
 
+-- every command the calls above run (PUBLISH, under pcall, is probed apart), each once with
+-- arguments that cannot fail on KEYS[1] and KEYS[2], a hash and a sorted set of the probe's own
+-- (left deleted): {command, error} for each the ACL user may not run. Touches no state.
+local function probe(KEYS)
+  local hash, zset = KEYS[1], KEYS[2]
+  local tries = {
+    { 'TYPE', hash }, { 'TIME' }, { 'HSET', hash, 'f', '1' }, { 'HGET', hash, 'f' }, { 'HMGET', hash, 'f' },
+    { 'HGETALL', hash }, { 'HINCRBY', hash, 'f', 1 }, { 'HKEYS', hash }, { 'HLEN', hash }, { 'HDEL', hash, 'f' },
+    { 'ZADD', zset, 0, 'm' }, { 'ZCARD', zset }, { 'ZSCORE', zset, 'm' }, { 'ZRANGE', zset, 0, 0 },
+    { 'ZRANGEBYSCORE', zset, '-inf', 0 }, { 'ZRANGEBYLEX', zset, '-', '+' }, { 'ZLEXCOUNT', zset, '-', '+' },
+    { 'ZREM', zset, 'm' }, { 'DEL', hash, zset }
+  }
+  local refused = {}
+  for _, try in ipairs(tries) do
+    local answer = redis.pcall(unpack(try))
+    if type(answer) == 'table' and answer.err then refused[#refused + 1] = { try[1], answer.err } end
+  end
+  return refused
+end
+
 -- runs call name: the purge first, then the call; every reply begins with epoch, cap, dq. What
--- begin read is written back also when the call fails midway (Redis keeps what it did)
+-- begin read is written back also when the call fails midway (Redis keeps what it did). The
+-- probe runs alone: it reads no state and declares keys of its own
 local function run(name, KEYS, ARGV)
+  if name == 'probe' then return probe(KEYS) end
   begin(KEYS, ARGV)
   local ok, result = pcall(function()
     purge()
