@@ -69,7 +69,10 @@ export const startCluster = async (masters: number, replicas = 0): Promise<Local
         "--cluster-config-file",
         path.join(dir, `nodes-${port}.conf`),
         "--cluster-node-timeout",
-        "2000"
+        "2000",
+        // a replica's first sync starts at once, not after the default 5 s wait for other replicas
+        "--repl-diskless-sync-delay",
+        "0"
       ]
       servers.push(spawn("redis-server", [...args, ...cluster], { stdio: "ignore" }))
       ports.push(port)
