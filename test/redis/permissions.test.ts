@@ -7,6 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
 import { readFileSync } from "node:fs"
 import * as RedisStore from "../../src/RedisStore.js"
+import { eventually } from "../eventually.js"
 import { ownRedisServer, withRedis } from "./helpers.js"
 
 const root = new URL("../../", import.meta.url)
@@ -65,11 +66,9 @@ describe("Redis store permissions", () => {
       const q = yield* storeOf(port, "app", "granted")
       const release = yield* Deferred.make<void>()
       const holder = yield* Effect.fork(q.withSlot(1)(Deferred.await(release)))
-      const waiter = yield* Effect.fork(
-        Effect.zipRight(Effect.sleep("20 millis"), q.withSlot(1, { onFull: "wait" })(Effect.succeed("handed off")))
-      )
-      yield* Effect.sleep("60 millis")
-      expect(yield* q.status(1)).toMatchObject({ active: 1, waiting: 1 })
+      yield* eventually("the holder has its slot", q.status(1), (s) => s.active === 1)
+      const waiter = yield* Effect.fork(q.withSlot(1, { onFull: "wait" })(Effect.succeed("handed off")))
+      yield* eventually("the waiter waits", q.status(1), (s) => s.active === 1 && s.waiting === 1)
       yield* Deferred.succeed(release, undefined)
       yield* Fiber.join(holder)
       expect(yield* Fiber.join(waiter).pipe(Effect.timeout("2 seconds"))).toBe("handed off")
