@@ -81,6 +81,20 @@ describe("Redis store permissions", () => {
     }).pipe(Effect.scoped)
   )
 
+  it.live("a user granted the state's keys one by one (not the probe's) starts and works", () =>
+    Effect.gen(function* () {
+      const { port } = yield* ownRedisServer()
+      const stateKeys = ["h", "held", "leases", "tickets", "texp", "lines", "ready", "limits"]
+      yield* setUser(port, "app", "exact", (grant) =>
+        grant.filter((word) => !word.startsWith("~")).concat(stateKeys.map((key) => `~{exact}:${key}`))
+      )
+      const q = yield* storeOf(port, "app", "exact")
+      expect(yield* q.tryAcquire(1)).toBe(true)
+      expect(yield* q.tryAcquire(1)).toBe(false)
+      expect(yield* q.status(1)).toMatchObject({ active: 1 })
+    }).pipe(Effect.scoped)
+  )
+
   it.live("a user lacking any one command the store's Lua runs is refused at start, the command named", () =>
     Effect.gen(function* () {
       // the parse found the Lua's commands (a change of its quoting would empty the list)

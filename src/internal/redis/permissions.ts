@@ -1,6 +1,6 @@
 import { Effect } from "effect"
 import { StoreUnavailable } from "../errors.js"
-import { type Connection, unavailable } from "./connection.js"
+import { type Connection, isNoPermission, unavailable } from "./connection.js"
 import { probeKeysOf } from "./lua.js"
 
 /**
@@ -11,7 +11,15 @@ import { probeKeysOf } from "./lua.js"
  */
 export const checkPermissions = (db: Connection, prefix: string): Effect.Effect<void, StoreUnavailable> =>
   Effect.flatMap(
-    Effect.tryPromise({ try: () => db.run("probe", probeKeysOf(prefix), []), catch: unavailable("start") }),
+    Effect.tryPromise({
+      // refused before it runs (keys granted one by one or read-only, no FCALL): the calls that
+      // follow meet the same refusal, in Redis's own words, or none (the state's keys granted)
+      try: () =>
+        db
+          .run("probe", probeKeysOf(prefix), [])
+          .catch((error: unknown) => (isNoPermission(error) ? [] : Promise.reject(error))),
+      catch: unavailable("start")
+    }),
     (answer) => {
       const refused = answer as ReadonlyArray<readonly [string, string]>
       if (refused.length === 0) return Effect.void

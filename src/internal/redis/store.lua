@@ -368,20 +368,27 @@ end
 
 -- every command the calls above run (PUBLISH, under pcall, is probed apart), each once with
 -- arguments that cannot fail on KEYS[1] and KEYS[2], a hash and a sorted set of the probe's own
--- (left deleted): {command, error} for each the ACL user may not run. Touches no state.
+-- (deleted first, so that their types are right, and after): {command, error} for each the ACL
+-- user may not run. Any other error (out of memory, a read-only replica) is for the calls to
+-- meet. Touches no state.
 local function probe(KEYS)
   local hash, zset = KEYS[1], KEYS[2]
   local tries = {
-    { 'TYPE', hash }, { 'TIME' }, { 'HSET', hash, 'f', '1' }, { 'HGET', hash, 'f' }, { 'HMGET', hash, 'f' },
-    { 'HGETALL', hash }, { 'HINCRBY', hash, 'f', 1 }, { 'HKEYS', hash }, { 'HLEN', hash }, { 'HDEL', hash, 'f' },
-    { 'ZADD', zset, 0, 'm' }, { 'ZCARD', zset }, { 'ZSCORE', zset, 'm' }, { 'ZRANGE', zset, 0, 0 },
-    { 'ZRANGEBYSCORE', zset, '-inf', 0 }, { 'ZRANGEBYLEX', zset, '-', '+' }, { 'ZLEXCOUNT', zset, '-', '+' },
-    { 'ZREM', zset, 'm' }, { 'DEL', hash, zset }
+    { 'DEL', hash, zset }, { 'TYPE', hash }, { 'TIME' }, { 'HSET', hash, 'f', '1' }, { 'HGET', hash, 'f' },
+    { 'HMGET', hash, 'f' }, { 'HGETALL', hash }, { 'HINCRBY', hash, 'f', 1 }, { 'HKEYS', hash }, { 'HLEN', hash },
+    { 'HDEL', hash, 'f' }, { 'ZADD', zset, 0, 'm' }, { 'ZCARD', zset }, { 'ZSCORE', zset, 'm' },
+    { 'ZRANGE', zset, 0, 0 }, { 'ZRANGEBYSCORE', zset, '-inf', 0 }, { 'ZRANGEBYLEX', zset, '-', '+' },
+    { 'ZLEXCOUNT', zset, '-', '+' }, { 'ZREM', zset, 'm' }, { 'DEL', hash, zset }
   }
-  local refused = {}
+  local refused, seen = {}, {}
   for _, try in ipairs(tries) do
     local answer = redis.pcall(unpack(try))
-    if type(answer) == 'table' and answer.err then refused[#refused + 1] = { try[1], answer.err } end
+    local denied = type(answer) == 'table' and answer.err
+      and (string.find(answer.err, "can't run this command", 1, true) or string.find(answer.err, 'NOPERM', 1, true))
+    if denied and not seen[try[1]] then
+      seen[try[1]] = true
+      refused[#refused + 1] = { try[1], answer.err }
+    end
   end
   return refused
 end
