@@ -596,6 +596,36 @@ describe("Redis store", () => {
       }).pipe(Effect.scoped)
   )
 
+  it.live("a subscription Redis refuses after a reconnection is logged, not a crash; once allowed, it comes back", () =>
+    Effect.gen(function* () {
+      const { port } = yield* ownRedisServer()
+      yield* withRedis((redis) => redis.call("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all"), port)
+      const { warnings, layer } = warningLog()
+      yield* RedisStore.make({
+        maxUserQueue: 1,
+        redis: `redis://app:pw@127.0.0.1:${port}`,
+        prefix: "resubscribe",
+        timeout: "200 millis"
+      }).pipe(Effect.provide(layer))
+      const channels = withRedis((redis) => redis.call("PUBSUB", "CHANNELS", "{resubscribe}:wake:*"), port)
+      expect(yield* channels).toHaveLength(1)
+      // ioredis's own resubscribe would reject unhandled here, and vitest fail the run
+      yield* withRedis((redis) => redis.call("ACL", "SETUSER", "app", "-subscribe"), port)
+      yield* withRedis((redis) => redis.call("CLIENT", "KILL", "TYPE", "pubsub"), port)
+      yield* eventually(
+        "the refusal is logged",
+        Effect.sync(() => warnings),
+        (lines) =>
+          lines.some((line) => line.startsWith("Redis refused to subscribe this process to its wake-ups again (NOPERM"))
+      )
+      expect(yield* channels).toEqual([])
+      // the unsubscribed connection is no pubsub client any more: cut the user's connections
+      yield* withRedis((redis) => redis.call("ACL", "SETUSER", "app", "+subscribe"), port)
+      yield* withRedis((redis) => redis.call("CLIENT", "KILL", "USER", "app"), port)
+      yield* eventually("subscribed again", channels, (names) => (names as Array<string>).length === 1)
+    }).pipe(Effect.scoped)
+  )
+
   it.live("a client passed in stays in the database it is in", () =>
     Effect.gen(function* () {
       const { port } = yield* ownRedisServer()

@@ -263,12 +263,17 @@ export const connect = (
         enableOfflineQueue: false,
         maxRetriesPerRequest: 0,
         connectTimeout: timeoutMillis,
-        retryStrategy: (times) => Math.min(50 * 2 ** times, 1000)
+        retryStrategy: (times) => Math.min(50 * 2 ** times, 1000),
+        // the store subscribes again itself after a reconnection: ioredis's own resubscribe,
+        // if Redis refused it, would reject with nobody to catch it and end the process
+        autoResubscribe: false
       }
       const caller = isClient(target) && !duplicate
       const redis: Client = isClient(target)
         ? duplicate
-          ? target.duplicate()
+          ? isCluster(target)
+            ? target.duplicate()
+            : target.duplicate({ autoResubscribe: false })
           : target
         : typeof target === "string"
           ? new Redis(target, settings)

@@ -93,10 +93,13 @@ export const makeRedisStore = (
     // a round at once after a reconnection: Redis may have restarted, and a wake-up may have been missed
     db.redis.on("ready", alarm.wake)
     subscriber.redis.on("ready", alarm.wake)
+    const resubscribe = () => runInBackground(tickets.resubscribe(subscriber, session.channel))
+    subscriber.redis.on("ready", resubscribe)
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         db.redis.off("ready", alarm.wake)
         subscriber.redis.off("ready", alarm.wake)
+        subscriber.redis.off("ready", resubscribe)
         leases.stop()
         tickets.stop()
       })

@@ -140,6 +140,23 @@ export class TicketRegistry {
     })
   }
 
+  /**
+   * Subscribes `subscriber` to `channel` again, after a reconnection (ioredis's own resubscribe is
+   * off: see `connect`). Refused (an ACL changed since the start), it logs a warning: the waiters
+   * of this process then hear of their slots only at their renewal rounds, until it reconnects.
+   */
+  resubscribe(subscriber: Connection, channel: string): Effect.Effect<void> {
+    return Effect.catchAll(
+      Effect.tryPromise(() => subscriber.within(subscriber.redis.subscribe(channel))),
+      ({ error }) =>
+        Effect.logWarning(
+          `Redis refused to subscribe this process to its wake-ups again (${messageOf(error)}): its waiters hear ` +
+            `of their slots only at their renewal rounds, up to a third of a lease late; grant the ACL user ` +
+            `+subscribe and ${channelsOf(channel)}`
+        )
+    )
+  }
+
   stop(): void {
     this.watchdog.stop()
   }
